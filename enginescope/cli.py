@@ -64,4 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Re-import so CliError raised by subcommands is the class main() catches (not __main__'s copy).
+    from enginescope.cli import main as _main
+
+    sys.exit(_main())

@@ -167,6 +167,10 @@ class Sidecar:
             self.identity = dataclasses.replace(self.identity, engine=engine, model=model)
             self.engine_source.identity = self.identity
 
+    def record(self, kind: str, detail: str) -> None:
+        """Queue a lifecycle event; it is written with the next tick."""
+        self._record(kind, detail)
+
     def _record(self, kind: str, detail: str) -> None:
         with self._events_lock:
             self._pending_events.append(EventRow(time.time(), kind, detail))

@@ -158,7 +158,9 @@ class EngineSource:
         first_error = str(scrape.errors[0]) if scrape.errors else ""
         if first_error != self._last_parse_error:  # log changes, not every scrape
             if first_error:
-                log.warning("%s: %d malformed line(s); first: %s", self.metrics_url, len(scrape.errors), first_error)
+                log.warning(
+                    "%s: %d malformed line(s); first: %s", self.metrics_url, len(scrape.errors), first_error
+                )
             else:
                 log.info("%s: exposition parses cleanly again", self.metrics_url)
             self._last_parse_error = first_error

@@ -151,10 +151,5 @@ class Batch:
 
     def is_empty(self) -> bool:
         return not (
-            self.samples
-            or self.histograms
-            or self.signals
-            or self.events
-            or self.gpu
-            or self.requests
+            self.samples or self.histograms or self.signals or self.events or self.gpu or self.requests
         )

@@ -23,20 +23,37 @@ def default_store() -> Path:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine-url", required=True, help="engine base URL, e.g. http://127.0.0.1:30000")
     parser.add_argument("--engine", choices=["auto", "sglang", "vllm"], default="auto")
-    parser.add_argument("--store", type=Path, default=default_store(), help="store folder (default $ENGINESCOPE_STORE or ./enginescope-store)")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        default=default_store(),
+        help="store folder (default $ENGINESCOPE_STORE or ./enginescope-store)",
+    )
     parser.add_argument("--interval-s", type=float, default=1.0, help="scrape interval in seconds")
     parser.add_argument("--timeout-s", type=float, default=2.0, help="HTTP timeout per scrape")
     parser.add_argument("--request-log-dir", type=Path, help="SGLang --export-metrics-to-file-dir to tail")
-    parser.add_argument("--store-request-params", action="store_true", help="opt in: keep non-content request parameters")
+    parser.add_argument(
+        "--store-request-params", action="store_true", help="opt in: keep non-content request parameters"
+    )
     parser.add_argument("--replica", help="replica id (default: $MODAL_TASK_ID, else a stable generated id)")
     parser.add_argument("--model", default="", help="model label (default: the engine's model_name)")
     parser.add_argument("--region", default="")
     parser.add_argument("--gpu-type", default="")
-    parser.add_argument("--gpu", choices=["auto", "nvml", "none"], default="auto",
-                        help="GPU telemetry: auto = NVML if a driver is present")
-    parser.add_argument("--wait-engine-s", type=float, default=900.0,
-                        help="give up if the engine never answers within this many seconds of start")
-    parser.add_argument("--prom-listen", help="serve the enriched view on HOST:PORT/metrics (e.g. 127.0.0.1:9400)")
+    parser.add_argument(
+        "--gpu",
+        choices=["auto", "nvml", "none"],
+        default="auto",
+        help="GPU telemetry: auto = NVML if a driver is present",
+    )
+    parser.add_argument(
+        "--wait-engine-s",
+        type=float,
+        default=900.0,
+        help="give up if the engine never answers within this many seconds of start",
+    )
+    parser.add_argument(
+        "--prom-listen", help="serve the enriched view on HOST:PORT/metrics (e.g. 127.0.0.1:9400)"
+    )
     try:
         from exporters.otlp import add_otlp_arguments
     except ImportError:

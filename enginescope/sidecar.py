@@ -94,9 +94,15 @@ class Sidecar:
 
     def start(self) -> None:
         self._record(EventKind.CONTAINER_STARTED, self._describe())
-        log.info("sidecar started: replica %s scraping %s every %.3gs", self.identity.replica,
-                 self.engine_source.metrics_url, self.config.interval_s)
-        self._thread = threading.Thread(target=self._run, name=f"sidecar-{self.identity.replica}", daemon=True)
+        log.info(
+            "sidecar started: replica %s scraping %s every %.3gs",
+            self.identity.replica,
+            self.engine_source.metrics_url,
+            self.config.interval_s,
+        )
+        self._thread = threading.Thread(
+            target=self._run, name=f"sidecar-{self.identity.replica}", daemon=True
+        )
         self._thread.start()
 
     def drain(self, reason: str = "") -> None:
@@ -154,7 +160,9 @@ class Sidecar:
         with self._events_lock:
             batch.events[:0], self._pending_events = self._pending_events, []
         self._ticks += 1
-        batch.samples.append(SampleRow(now_s, "enginescope_sidecar_tick_lag_seconds", "gauge", (), self._lag_s))
+        batch.samples.append(
+            SampleRow(now_s, "enginescope_sidecar_tick_lag_seconds", "gauge", (), self._lag_s)
+        )
         for sink in self.sinks:
             self._guard(f"sink {type(sink).__name__}", sink.write, batch)
         return batch
@@ -177,7 +185,12 @@ class Sidecar:
 
     def _describe(self) -> str:
         i = self.identity
-        parts = [f"engine_url={self.config.engine_url}", f"region={i.region}", f"gpu={i.gpu_type}", f"host={i.host}"]
+        parts = [
+            f"engine_url={self.config.engine_url}",
+            f"region={i.region}",
+            f"gpu={i.gpu_type}",
+            f"host={i.host}",
+        ]
         return " ".join(p for p in parts if not p.endswith("="))
 
     def _guard(self, what: str, fn: Any, *args: Any) -> Any:

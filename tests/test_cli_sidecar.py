@@ -1,0 +1,66 @@
+"""``enginescope sidecar`` as users run it: a process, signals, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.exposition_server import ExpositionServer
+
+FIXTURE = Path(__file__).parent / "fixtures" / "sglang" / "0.5.23-single-gpu" / "metrics.txt"
+
+
+def _sidecar(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "enginescope.cli", "sidecar", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_sigterm_flushes_and_exits_zero(tmp_path: Path) -> None:
+    from exporters.store import open_store
+
+    with ExpositionServer(FIXTURE.read_text()) as server:
+        proc = _sidecar(
+            "--engine-url", server.url, "--store", str(tmp_path), "--interval-s", "0.2", "--gpu", "none"
+        )
+        deadline = time.monotonic() + 20
+        while len(server.accept_headers) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    kinds = {r[0] for r in open_store(tmp_path).execute("SELECT kind FROM events").fetchall()}
+    assert {"container_started", "engine_ready", "draining", "container_stopped"} <= kinds
+    assert stderr.count("engine up") == 1  # one line per state change, not per scrape
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--engine-url", "localhost:30000"], "--engine-url must be http(s)://HOST:PORT"),
+        (
+            ["--engine-url", "http://127.0.0.1:9", "--wait-engine-s", "0.5", "--gpu", "none"],
+            "did not answer /metrics",
+        ),
+        (["--engine-url", "http://127.0.0.1:9", "--store", "/proc/enginescope-store"], "is not writable"),
+        (["--engine-url", "http://127.0.0.1:9", "--interval-s", "0"], "--interval-s must be > 0"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
+    if "--store" not in args:
+        args = [*args, "--store", str(tmp_path)]
+    proc = _sidecar(*args)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert message in stderr
+    assert "Traceback" not in stderr

@@ -1,0 +1,134 @@
+"""The production sidecar against a real HTTP server serving a real SGLang 0.5.23 exposition."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from collectors.quantile import histogram_quantile
+from enginescope.sidecar import Sidecar, SidecarConfig
+from tests.exposition_server import ExpositionServer
+
+FIXTURE = Path(__file__).parent / "fixtures" / "sglang" / "0.5.23-single-gpu" / "metrics.txt"
+TTFT = "sglang:time_to_first_token_seconds"
+STREAMING = 'is_streaming="true"'
+
+
+def _bump_ttft(text: str, added: dict[float, int], added_sum_s: float) -> str:
+    """Add observations to the streaming TTFT histogram: ``added`` maps bucket bound -> new obs."""
+
+    def cumulative(le: float) -> int:
+        return sum(n for bound, n in added.items() if bound <= le)
+
+    out = []
+    for line in text.splitlines():
+        if line.startswith(TTFT) and STREAMING in line:
+            head, value = line.rsplit(" ", 1)
+            if "_bucket" in head:
+                le = float(re.search(r'le="([^"]+)"', head).group(1))
+                value = str(float(value) + cumulative(le))
+            elif head.startswith(TTFT + "_count"):
+                value = str(float(value) + sum(added.values()))
+            elif head.startswith(TTFT + "_sum"):
+                value = str(float(value) + added_sum_s)
+            line = f"{head} {value}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def _restart(text: str) -> str:
+    """What an engine restarted from zero serves: counters fall back to small values."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("sglang:num_requests_total"):
+            head, _ = line.rsplit(" ", 1)
+            line = f"{head} 2.0"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+@pytest.fixture()
+def base_text() -> str:
+    return FIXTURE.read_text()
+
+
+def test_sidecar_stores_true_deltas_quantiles_and_events(tmp_path: Path, base_text: str) -> None:
+    from exporters.store import open_store
+
+    with ExpositionServer(base_text) as server:
+        sidecar = Sidecar(SidecarConfig(engine_url=server.url, store_dir=tmp_path, interval_s=1.0))
+        sidecar.tick()  # baseline: history from before the sidecar existed is not a spike
+        server.body = _bump_ttft(base_text, {0.2: 3, 1.0: 1}, added_sum_s=0.45 + 0.9)
+        sidecar.tick()
+        server.body = _restart(server.body)
+        sidecar.tick()
+        sidecar.stop()
+        replica = sidecar.identity.replica
+        assert set(server.accept_headers) == {"text/plain;version=0.0.4"}
+
+    con = open_store(tmp_path)
+    rows = con.execute(
+        "SELECT bounds, counts, count FROM histograms WHERE signal = 'ttft_seconds' "
+        "AND json_extract_string(labels, '$.is_streaming') = 'true' AND count > 0"
+    ).fetchall()
+    assert len(rows) == 1, rows  # the baseline scrape produced no histogram increase
+    bounds, counts, count = rows[0]
+    assert count == 4
+    assert counts[bounds.index(0.1)] == 0 and counts[bounds.index(0.2)] == 3 and counts[-1] == 4
+    p50 = con.execute(
+        "SELECT histogram_quantile(0.5, bounds, counts) FROM histograms WHERE signal='ttft_seconds' AND count > 0"
+    ).fetchone()[0]
+    assert p50 == pytest.approx(histogram_quantile(0.5, bounds, counts))
+    assert 0.1 < p50 <= 0.2
+
+    deltas = [
+        r[0]
+        for r in con.execute(
+            "SELECT delta FROM samples WHERE metric = 'sglang:num_requests_total' "
+            "AND json_extract_string(labels, '$.is_streaming') = 'true' ORDER BY ts, delta NULLS FIRST"
+        ).fetchall()
+    ]
+    assert deltas[0] is None  # baseline
+    assert deltas[1:3] == [0.0, 2.0]  # after the reset the new value is the increase, never negative
+    assert min(deltas[1:]) >= 0
+
+    kinds = [
+        r[0]
+        for r in con.execute("SELECT kind FROM events WHERE replica = ? ORDER BY ts", [replica]).fetchall()
+    ]
+    for kind in ("container_started", "engine_ready", "engine_restart", "container_stopped"):
+        assert kind in kinds
+    identity = con.execute(
+        "SELECT DISTINCT engine, model FROM samples WHERE metric LIKE 'sglang:%'"
+    ).fetchall()
+    assert identity == [("sglang", "meta-llama/Llama-3.1-8B-Instruct")]
+
+
+def test_replica_id_is_stable_across_sidecar_restarts(tmp_path: Path, base_text: str) -> None:
+    with ExpositionServer(base_text) as server:
+        first = Sidecar(SidecarConfig(engine_url=server.url, store_dir=tmp_path))
+        second = Sidecar(SidecarConfig(engine_url=server.url, store_dir=tmp_path))
+        first.stop()
+        second.stop()
+    assert first.identity.replica == second.identity.replica
+    state = list((tmp_path / "state" / "sidecar-ids").iterdir())
+    assert [p.read_text() for p in state] == [first.identity.replica]
+
+
+def test_engine_down_is_an_event_not_a_crash(tmp_path: Path, base_text: str) -> None:
+    from exporters.store import open_store
+
+    with ExpositionServer(base_text) as server:
+        sidecar = Sidecar(SidecarConfig(engine_url=server.url, store_dir=tmp_path, timeout_s=0.5))
+        sidecar.tick()
+    sidecar.tick()  # server gone: connection refused
+    sidecar.stop()
+    con = open_store(tmp_path)
+    detail = con.execute("SELECT detail FROM events WHERE kind = 'engine_down'").fetchall()
+    assert len(detail) == 1 and "/metrics" in detail[0][0]
+    errors = con.execute(
+        "SELECT max(value) FROM samples WHERE metric = 'enginescope_sidecar_scrape_errors_total'"
+    ).fetchone()[0]
+    assert errors >= 1

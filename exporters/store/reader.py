@@ -1,0 +1,113 @@
+"""Read side: an in-memory DuckDB connection with views over the store's Parquet files.
+
+Each view reads ``read_parquet(enginescope_files('<table>'))``: a Python function that lists
+the currently visible segments (see ``segments``) every time a query binds the view, so new
+files show up on the next query and compaction never double counts. The first file of every
+list is a small typed "anchor" (no rows) kept outside the store, so an empty or missing store
+still has typed views.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+
+from exporters.store import macros, schema
+from exporters.store.segments import visible_files
+
+log = logging.getLogger(__name__)
+
+VIEW_TABLES = ("samples", "histograms", "signals", "events", "gpu", "requests")
+_ANCHOR_DATE = "1970-01-01"
+_ANCHOR_REPLICA = "__anchor__"
+
+
+def open_store(store_dir: str | Path, sandbox: bool = False) -> duckdb.DuckDBPyConnection:
+    """Connection with views ``samples``, ``histograms``, ``histograms_1m``, ``signals``,
+    ``events``, ``gpu``, ``requests`` and the SQL macros of ``exporters.store.macros``.
+
+    ``sandbox=True`` is for untrusted ad-hoc SQL: files are read through a read-only
+    filesystem rooted at the store, the local filesystem is disabled and the configuration
+    locked, so writing files (COPY TO, ATTACH), reading outside the store and loading
+    extensions all fail with a Permission Error.
+    """
+    store = Path(store_dir).resolve()
+    anchors = _write_anchors()
+    con = duckdb.connect(":memory:")
+    con.execute("SET TimeZone = 'UTC'")
+    prefix, anchor_prefix = str(store), str(anchors)
+    if sandbox:
+        from exporters.store.sandbox import mount_read_only
+
+        prefix, anchor_prefix = mount_read_only(con, store, anchors)
+
+    def files(table: str) -> list[str]:
+        paths = [f"{anchor_prefix}/{_anchor_relpath(table)}"]
+        paths.extend(prefix + p[len(str(store)) :] for p in visible_files(store, table))
+        return paths
+
+    con.create_function("enginescope_files", files, ["VARCHAR"], "VARCHAR[]", side_effects=False)
+    for view in VIEW_TABLES:
+        con.execute(f"CREATE VIEW {view} AS {_view_sql(view)}")
+    con.execute(f"CREATE VIEW histograms_1m_partials AS {_view_sql('histograms_1m')}")
+    macros.register(con)
+    if sandbox:
+        from exporters.store.sandbox import lock_down
+
+        lock_down(con)
+    return con
+
+
+def _view_sql(table: str) -> str:
+    replace = ", ".join(
+        f"{col}::JSON AS {col}" for col in schema.JSON_COLUMNS if col in schema.SCHEMAS[table].names
+    )
+    star = f"* REPLACE ({replace})" if replace else "*"
+    return (
+        f"SELECT {star} FROM read_parquet(enginescope_files('{table}'), "
+        "union_by_name = true, hive_partitioning = true, hive_types = {'date': DATE})"
+    )
+
+
+def _anchor_relpath(table: str) -> str:
+    # A hive-style path like the real files', so hive columns (date, replica) line up.
+    return f"{table}/date={_ANCHOR_DATE}/replica={_ANCHOR_REPLICA}/anchor.parquet"
+
+
+@functools.cache
+def _write_anchors() -> Path:
+    """Typed empty files, written once per process outside the store (the store may be read-only)."""
+    folder = Path(tempfile.mkdtemp(prefix="enginescope-anchors-"))
+    atexit.register(shutil.rmtree, folder, True)
+    for table in schema.TABLES:
+        path = folder / _anchor_relpath(table)
+        path.parent.mkdir(parents=True)
+        pq.write_table(schema.empty_table(table), path)
+    return folder
+
+
+def is_vanished_file_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, duckdb.IOException | duckdb.HTTPException) or (
+        "No such file" in text or "No files found" in text
+    )
+
+
+def query(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> duckdb.DuckDBPyConnection:
+    """Execute ``sql``; retry once if a file vanished under the query (retention or a query
+    slower than the compaction grace period). Returns the cursor-like connection."""
+    try:
+        return con.execute(sql, params)
+    except duckdb.Error as exc:
+        if not is_vanished_file_error(exc):
+            raise
+        log.debug("store query hit a vanished file, retrying once: %s", exc)
+        return con.execute(sql, params)

@@ -1,0 +1,216 @@
+"""StoreWriter + reader round trip, compaction, rollup, retention and temp-file handling."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from collectors.model import (
+    Batch,
+    EventRow,
+    GpuRow,
+    HistogramRow,
+    Identity,
+    RequestRow,
+    SampleRow,
+    SignalRow,
+)
+from collectors.quantile import histogram_quantile
+from exporters.store import CompactionPolicy, StoreWriter, open_store
+from exporters.store.segments import list_segments, partition_dir
+
+IDENT = Identity("rep-1", engine="sglang", model="llama", region="us-east", gpu_type="H100")
+T0 = datetime(2026, 11, 28, 10, 0, 5, tzinfo=UTC).timestamp()
+BOUNDS = (0.1, 0.5, 1.0, math.inf)
+
+
+def _batch(ts_s: float, ident: Identity = IDENT, n: int = 1) -> Batch:
+    batch = Batch(ident)
+    for i in range(n):
+        batch.samples.append(
+            SampleRow(ts_s, "sglang:num_requests", "counter", (("b", "2"), ("a", "1")), i, 1.0, 1.0)
+        )
+        batch.histograms.append(
+            HistogramRow(
+                ts_s, "sglang:ttft", (), BOUNDS, (1.0, 3.0, 4.0, 4.0 + i), 2.0, 4.0 + i, 1.0, "ttft_seconds"
+            )
+        )
+    batch.signals.append(SignalRow(ts_s, "queue_depth", 3.0, 1.0))
+    batch.events.append(EventRow(ts_s, "engine_up", "ok", 2))
+    batch.gpu.append(GpuRow(ts_s, "GPU-a", {"gpu_index": 0, "power_w": 250.5, "gpu_name": "H100"}))
+    batch.requests.append(RequestRow(ts_s, {"request_id": "r1", "e2e_s": 0.5, "request_finished_ts": ts_s}))
+    return batch
+
+
+def _writer(store: Path, **kw) -> StoreWriter:
+    return StoreWriter(store, IDENT, background=False, **kw)
+
+
+def test_missing_store_opens_with_typed_empty_views(tmp_path: Path) -> None:
+    con = open_store(tmp_path / "nope")
+    types = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE histograms)").fetchall())
+    assert types["ts"] == "TIMESTAMP WITH TIME ZONE"
+    assert types["bounds"] == "DOUBLE[]" and types["labels"] == "JSON"
+    for view in ("samples", "histograms", "histograms_1m", "signals", "events", "gpu", "requests"):
+        assert con.execute(f"SELECT count(*) FROM {view}").fetchone() == (0,)
+    assert not (tmp_path / "nope").exists()
+
+
+def test_round_trip_every_table(tmp_path: Path) -> None:
+    writer = _writer(tmp_path)
+    writer.write(_batch(T0))
+    con = open_store(tmp_path)
+    assert con.execute("SELECT count(*) FROM samples").fetchone() == (0,)  # write() only buffers
+    writer.flush()
+    row = con.execute(
+        "SELECT ts, replica, engine, model, region, gpu_type, labels->>'a', labels::VARCHAR, delta FROM samples"
+    ).fetchone()
+    assert row[0] == datetime.fromtimestamp(T0, UTC)
+    assert row[1:6] == ("rep-1", "sglang", "llama", "us-east", "H100")
+    assert row[6] == "1" and row[7] == '{"a":"1","b":"2"}' and row[8] == 1.0
+    hist = con.execute("SELECT bounds, counts, signal FROM histograms").fetchone()
+    assert hist == (list(BOUNDS), [1.0, 3.0, 4.0, 4.0], "ttft_seconds")
+    assert con.execute("SELECT kind, detail, replica_count FROM events").fetchone() == ("engine_up", "ok", 2)
+    assert con.execute("SELECT gpu_index, power_w, gpu_name FROM gpu").fetchone() == (0, 250.5, "H100")
+    req = con.execute("SELECT request_id, e2e_s, request_finished_ts FROM requests").fetchone()
+    assert req == ("r1", 0.5, datetime.fromtimestamp(T0, UTC))
+    ident = json.loads((tmp_path / "replicas" / "rep-1.json").read_text())
+    assert ident["model"] == "llama" and ident["first_seen_s"] <= ident["last_seen_s"]
+
+
+def test_rows_split_by_hour_and_date(tmp_path: Path) -> None:
+    writer = _writer(tmp_path)
+    midnight = datetime(2026, 11, 29, tzinfo=UTC).timestamp()
+    for ts in (midnight - 1, midnight + 1, midnight + 3601):
+        writer.write(_batch(ts))
+    writer.flush()
+    names = {
+        (p.parent.name, seg.hour)
+        for p in (tmp_path / "samples").glob("date=*/replica=*")
+        for seg in list_segments(p)
+    }
+    assert names == {("date=2026-11-28", 23), ("date=2026-11-29", 0), ("date=2026-11-29", 1)}
+    con = open_store(tmp_path)
+    assert con.execute("SELECT count(*) FROM samples WHERE date = DATE '2026-11-29'").fetchone() == (2,)
+
+
+def test_compaction_merges_hours_without_double_counting(tmp_path: Path) -> None:
+    policy = CompactionPolicy(chunk_segments=5, close_grace_s=60, delete_grace_s=30)
+    writer = _writer(tmp_path, policy=policy)
+    for i in range(12):  # 12 segments in hour 10, then one in hour 11 (open)
+        writer.write(_batch(T0 + i, n=2))
+        writer.flush()
+    writer.write(_batch(T0 + 3600))
+    writer.flush()
+    con = open_store(tmp_path)
+    before = con.execute("SELECT count(*), sum(value) FROM samples").fetchone()
+    folder = partition_dir(tmp_path, "samples", "2026-11-28", "rep-1")
+    now_s = T0 + 3600 + 10  # hour 10 not closed yet (grace): fresh segments merge into chunks
+    writer.compact(now_s)
+    assert con.execute("SELECT count(*), sum(value) FROM samples").fetchone() == before
+    assert len(list_segments(folder)) == 13 + 1  # sources still on disk (grace), one chunk
+    writer.compact(T0 + 3600 + 120)  # hour 10 closed: one file; hour 11 keeps its segment
+    assert con.execute("SELECT count(*), sum(value) FROM samples").fetchone() == before
+    writer.policy = CompactionPolicy(chunk_segments=5, close_grace_s=60, delete_grace_s=0)
+    writer.compact(T0 + 3600 + 180)  # past the delete grace: replaced files removed
+    segs = list_segments(folder)
+    assert [(s.hour, s.lo == s.hi) for s in segs] == [(10, False), (11, True)]
+    assert con.execute("SELECT count(*), sum(value) FROM samples").fetchone() == before
+    ordered = con.execute("SELECT ts FROM samples WHERE date_part('hour', ts) = 10").fetchall()
+    assert ordered == sorted(ordered)
+
+
+def test_late_segment_after_hour_compaction_is_kept(tmp_path: Path) -> None:
+    writer = _writer(tmp_path, policy=CompactionPolicy(close_grace_s=0, delete_grace_s=0))
+    for i in range(3):
+        writer.write(_batch(T0 + i))
+        writer.flush()
+    writer.compact(T0 + 7200)
+    writer.write(_batch(T0 + 10))  # late row for the closed hour: new, higher sequence number
+    writer.flush()
+    con = open_store(tmp_path)
+    assert con.execute("SELECT count(*) FROM samples").fetchone() == (4,)
+    writer.compact(T0 + 7300)
+    assert con.execute("SELECT count(*) FROM samples").fetchone() == (4,)
+    writer.compact(T0 + 7400)  # replaced files go one pass later
+    assert len(list_segments(partition_dir(tmp_path, "samples", "2026-11-28", "rep-1"))) == 1
+
+
+def test_minute_rollup_matches_raw_quantiles(tmp_path: Path) -> None:
+    writer = _writer(tmp_path, policy=CompactionPolicy(close_grace_s=0, delete_grace_s=0))
+    ident2 = Identity("rep-2", engine="sglang", model="llama")
+    for i in range(130):
+        writer.write(_batch(T0 + i, n=1 + i % 3))
+        writer.write(_batch(T0 + i, ident=ident2))
+        if i % 20 == 0:
+            writer.flush()
+    writer.flush()
+    con = open_store(tmp_path)
+    raw = con.execute(
+        "SELECT date_trunc('minute', ts) m, sum_buckets(counts) FROM histograms GROUP BY m ORDER BY m"
+    ).fetchall()
+    rolled = con.execute(
+        "SELECT ts, sum_buckets(counts) FROM histograms_1m GROUP BY ts ORDER BY ts"
+    ).fetchall()
+    assert rolled == raw and len(raw) == 3
+    writer.compact(T0 + 7200)
+    assert con.execute("SELECT count(*) FROM histograms_1m_partials").fetchone() == (6,)  # 3 min x 2 replicas
+    again = con.execute(
+        "SELECT ts, sum_buckets(counts) FROM histograms_1m GROUP BY ts ORDER BY ts"
+    ).fetchall()
+    assert again == raw
+    p99 = con.execute(
+        "SELECT histogram_quantile(0.99, bounds, sum_buckets(counts)) FROM histograms_1m GROUP BY bounds"
+    ).fetchone()[0]
+    total = [sum(r[1][k] for r in raw) for k in range(len(BOUNDS))]
+    assert p99 == histogram_quantile(0.99, BOUNDS, total)
+
+
+def test_retention_deletes_old_date_partitions(tmp_path: Path) -> None:
+    writer = _writer(tmp_path, retention_days=2)
+    writer.write(_batch(T0 - 5 * 86400))
+    writer.write(_batch(T0))
+    writer.flush()
+    writer.compact(T0 + 60)
+    dates = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    assert dates == ["date=2026-11-28"]
+    assert open_store(tmp_path).execute("SELECT count(*) FROM events").fetchone() == (1,)
+
+
+def test_temp_files_ignored_and_cleaned_on_start(tmp_path: Path) -> None:
+    writer = _writer(tmp_path)
+    writer.write(_batch(T0))
+    writer.flush()
+    folder = partition_dir(tmp_path, "samples", "2026-11-28", "rep-1")
+    debris = folder / ".tmp-h10_0000000000000001_0000000000000001.parquet.99.tmp"
+    debris.write_bytes(b"PAR1 half a file")
+    assert open_store(tmp_path).execute("SELECT count(*) FROM samples").fetchone() == (1,)
+    restarted = _writer(tmp_path)
+    assert not debris.exists()
+    restarted.write(_batch(T0 + 1))
+    restarted.flush()
+    segs = list_segments(folder)
+    assert len(segs) == 2 and segs[0].hi < segs[1].lo  # sequence continues after a restart
+
+
+def test_background_thread_flushes_and_close_flushes_rest(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path, IDENT, flush_interval_s=3600)
+    writer.write(_batch(T0))
+    writer.close()
+    assert open_store(tmp_path).execute("SELECT count(*) FROM samples").fetchone() == (1,)
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("replica", ["modal/ta-01 x", "ünï"])
+def test_odd_replica_ids_round_trip(tmp_path: Path, replica: str) -> None:
+    writer = StoreWriter(tmp_path, Identity(replica), background=False)
+    writer.write(_batch(T0, ident=Identity(replica)))
+    writer.flush()
+    con = open_store(tmp_path)
+    assert con.execute("SELECT DISTINCT replica FROM samples").fetchall() == [(replica,)]
+    assert all("/" not in p.name for p in (tmp_path / "samples").glob("*/*")) and os.sep == "/"

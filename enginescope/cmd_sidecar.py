@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         store_request_params=args.store_request_params,
         nvml=_nvml(args.gpu),
         timeout_s=args.timeout_s,
+        retention_days=args.retention_days,
         extra_sinks=_extra_sinks(args),
     )
     sidecar = Sidecar(config)

@@ -38,6 +38,7 @@ class SidecarConfig:
     nvml: Any | None = None  # module-like NVML surface (pynvml or simfleet.nvml); None = no GPU source
     timeout_s: float = 2.0
     flush_interval_s: float = 2.0
+    retention_days: float | None = None  # None keeps everything
     extra_sinks: list[Sink] = field(default_factory=list)
 
 
@@ -61,7 +62,12 @@ class Sidecar:
         )
         self.sources: list[Source] = [self.engine_source, *self._optional_sources()]
         self.sinks: list[Sink] = [
-            StoreWriter(config.store_dir, self.identity, flush_interval_s=config.flush_interval_s),
+            StoreWriter(
+                config.store_dir,
+                self.identity,
+                flush_interval_s=config.flush_interval_s,
+                retention_days=config.retention_days,
+            ),
             *config.extra_sinks,
         ]
         self._stop = threading.Event()
@@ -72,6 +78,7 @@ class Sidecar:
         self._ticks = 0
         self._lag_s = 0.0
         self._stopped = False
+        self._record(EventKind.CONTAINER_STARTED, self._describe())
 
     def _optional_sources(self) -> list[Source]:
         sources: list[Source] = []
@@ -93,7 +100,6 @@ class Sidecar:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._record(EventKind.CONTAINER_STARTED, self._describe())
         log.info(
             "sidecar started: replica %s scraping %s every %.3gs",
             self.identity.replica,

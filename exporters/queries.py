@@ -1,0 +1,231 @@
+"""The one query module shared by the dashboard and ``enginescope query`` presets.
+
+Every query reads the store's DuckDB views (``exporters.store.open_store``) and takes
+DuckDB named parameters (``$t0``...). User input is only ever bound, never formatted
+into SQL. Latency quantiles are computed from bucket counts summed element-wise per
+time bucket (and per replica when asked), then ``histogram_quantile`` — never from
+averaged percentiles.
+
+Common parameters:
+  ``t0``/``t1``  window (TIMESTAMPTZ, half-open ``[t0, t1)``)
+  ``bucket_s``  time-bucket width in seconds
+  ``replicas``  list of replica names; empty = all
+  ``model``     model name; empty string = all
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+LATENCY_SIGNALS: tuple[str, ...] = ("ttft_seconds", "itl_seconds", "e2e_seconds")
+QUANTILES: tuple[float, ...] = (0.5, 0.95, 0.99)
+FLEET = "(fleet)"
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_FAR = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
+
+# ``date`` is the store's hive partition key: filtering on it skips whole day folders.
+_FILTER = """ts >= $t0 AND ts < $t1
+    AND date >= CAST($t0 AS DATE) AND date <= CAST($t1 AS DATE)
+    AND (len($replicas) = 0 OR list_contains($replicas, replica))
+    AND ($model = '' OR model = $model)"""
+
+
+def _latency_sql(table: str) -> str:
+    """Quantiles of bucket counts summed (store macro ``sum_buckets``) per time bucket and
+    series; rows with another bucket layout (another engine) form their own group."""
+    return f"""
+WITH lists AS (
+    SELECT time_bucket(to_seconds($bucket_s), ts) AS t,
+           CASE WHEN $per_replica THEN replica ELSE '{FLEET}' END AS replica,
+           bounds, sum_buckets(counts) AS counts
+    FROM {table}
+    WHERE signal = $signal AND {_FILTER}
+    GROUP BY ALL
+)
+SELECT t, replica,
+       histogram_quantile(0.5, bounds, counts) AS p50,
+       histogram_quantile(0.95, bounds, counts) AS p95,
+       histogram_quantile(0.99, bounds, counts) AS p99,
+       counts[-1] AS observations
+FROM lists
+WHERE counts[-1] > 0
+ORDER BY t, replica"""
+
+
+# Raw per-scrape rows (any bucket width) and the store's minute rollup (bucket_s multiple of 60).
+LATENCY_QUANTILES_SQL = _latency_sql("histograms")
+LATENCY_QUANTILES_1M_SQL = _latency_sql("histograms_1m")
+
+WINDOW_QUANTILE_SQL = f"""
+WITH lists AS (
+    SELECT bounds, sum_buckets(counts) AS counts
+    FROM histograms_1m WHERE signal = $signal AND {_FILTER} GROUP BY bounds
+)
+SELECT bounds, counts, histogram_quantile($q, bounds, counts) AS value, counts[-1] AS observations
+FROM lists ORDER BY observations DESC"""
+
+SIGNAL_SERIES_SQL = f"""
+SELECT time_bucket(to_seconds($bucket_s), ts) AS t, replica, signal,
+       avg(value) AS mean, max(value) AS peak, min(value) AS low,
+       sum(value) / nullif(sum(interval_s), 0) AS rate
+FROM signals
+WHERE list_contains($signals, signal) AND {_FILTER}
+GROUP BY ALL ORDER BY t, replica, signal"""
+
+REPLICA_COUNT_SQL = f"""
+SELECT time_bucket(to_seconds($bucket_s), ts) AS t,
+       count(DISTINCT replica) FILTER (WHERE value > 0) AS replicas_up,
+       count(DISTINCT replica) AS replicas_reporting
+FROM signals
+WHERE signal = 'engine_up' AND {_FILTER}
+GROUP BY ALL ORDER BY t"""
+
+EVENTS_SQL = f"""
+SELECT ts, replica, kind, detail, replica_count
+FROM events
+WHERE (len($kinds) = 0 OR list_contains($kinds, kind)) AND {_FILTER}
+ORDER BY ts, replica"""
+
+SLOWEST_REQUESTS_SQL = f"""
+SELECT ts, replica, request_id, ttft_s, e2e_s, queue_time_s, prompt_tokens,
+       completion_tokens, cached_tokens, finish_reason
+FROM requests
+WHERE {_FILTER}
+ORDER BY e2e_s DESC NULLS LAST
+LIMIT $limit"""
+
+REQUEST_LATENCIES_SQL = f"""
+SELECT ts, replica, ttft_s, e2e_s FROM requests WHERE {_FILTER}"""
+
+TIME_RANGE_SQL = "SELECT min(ts) AS first_ts, max(ts) AS last_ts FROM signals"
+
+REPLICAS_SQL = """
+SELECT replica, any_value(model) AS model, any_value(engine) AS engine,
+       any_value(gpu_type) AS gpu_type, min(ts) AS first_ts, max(ts) AS last_ts
+FROM signals GROUP BY replica ORDER BY replica"""
+
+GPU_DEVICES_SQL = f"""
+SELECT * FROM gpu WHERE {_FILTER} ORDER BY ts, gpu_index"""
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    """A named, parameterised query; ``params`` are defaults the caller may override."""
+
+    name: str
+    description: str
+    sql: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def bind(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults merged with overrides; unknown names are an error naming the preset."""
+        extra = set(overrides or {}) - set(self.params)
+        if extra:
+            raise KeyError(f"preset {self.name!r} has no parameter(s) {sorted(extra)}")
+        return {**self.params, **(overrides or {})}
+
+
+def _window(**extra: Any) -> dict[str, Any]:
+    return {"t0": _EPOCH, "t1": _FAR, "replicas": [], "model": "", **extra}
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "latency_per_replica",
+            "TTFT/ITL/e2e p50/p95/p99 per minute per replica, from the minute rollup's summed buckets",
+            LATENCY_QUANTILES_1M_SQL,
+            _window(bucket_s=60, signal="ttft_seconds", per_replica=True),
+        ),
+        Preset(
+            "latency_fleet",
+            "Fleet-wide p50/p95/p99 per time bucket, buckets summed across replicas",
+            LATENCY_QUANTILES_1M_SQL,
+            _window(bucket_s=60, signal="ttft_seconds", per_replica=False),
+        ),
+        Preset(
+            "latency_raw",
+            "p50/p95/p99 per time bucket from per-scrape rows (sub-minute buckets)",
+            LATENCY_QUANTILES_SQL,
+            _window(bucket_s=10, signal="ttft_seconds", per_replica=False),
+        ),
+        Preset(
+            "window_quantile",
+            "One quantile over the whole window from the summed buckets",
+            WINDOW_QUANTILE_SQL,
+            _window(signal="ttft_seconds", q=0.99),
+        ),
+        Preset(
+            "signal_series",
+            "Scalar signals per time bucket per replica: mean/peak/low (gauges), rate (counters, per s)",
+            SIGNAL_SERIES_SQL,
+            _window(bucket_s=60, signals=["queue_depth", "running_requests"]),
+        ),
+        Preset(
+            "queue_depth",
+            "Queue depth and running requests per replica per time bucket",
+            SIGNAL_SERIES_SQL,
+            _window(bucket_s=60, signals=["queue_depth", "running_requests"]),
+        ),
+        Preset(
+            "token_throughput",
+            "Prompt and generation tokens/s per replica (counter increases / interval_s)",
+            SIGNAL_SERIES_SQL,
+            _window(bucket_s=60, signals=["prompt_tokens", "generation_tokens"]),
+        ),
+        Preset(
+            "replica_count",
+            "Replicas with engine_up=1 per time bucket",
+            REPLICA_COUNT_SQL,
+            _window(bucket_s=60),
+        ),
+        Preset("events", "Lifecycle, autoscaling and GPU events", EVENTS_SQL, _window(kinds=[])),
+        Preset(
+            "slowest_requests",
+            "Slowest finished requests by e2e latency (needs the per-request export)",
+            SLOWEST_REQUESTS_SQL,
+            _window(limit=20),
+        ),
+        Preset("replicas", "Replicas in the store with model, engine and time span", REPLICAS_SQL),
+        Preset("time_range", "First and last signal timestamp in the store", TIME_RANGE_SQL),
+    )
+}
+
+
+def run_preset(
+    con: duckdb.DuckDBPyConnection, name: str, overrides: Mapping[str, Any] | None = None
+) -> pd.DataFrame:
+    """Run a preset by name with bound parameters; unknown names raise KeyError."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+    preset = PRESETS[name]
+    return _df(con, preset.sql, preset.bind(overrides))
+
+
+def _df(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any]) -> pd.DataFrame:
+    """Execute on a fresh cursor (DuckDB connections are not thread-safe)."""
+    return con.cursor().execute(sql, dict(params)).df()
+
+
+def latency_preset(bucket_s: int, per_replica: bool) -> str:
+    """Minute-rollup preset when the bucket is whole minutes (60x fewer rows), else raw."""
+    if bucket_s % 60 == 0:
+        return "latency_per_replica" if per_replica else "latency_fleet"
+    return "latency_raw"
+
+
+def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    rows = con.cursor().execute(
+        "SELECT 1 FROM duckdb_views() WHERE view_name = $n UNION ALL "
+        "SELECT 1 FROM duckdb_tables() WHERE table_name = $n",
+        {"n": name},
+    )
+    return rows.fetchone() is not None

@@ -54,10 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prom-listen", help="serve the enriched view on HOST:PORT/metrics (e.g. 127.0.0.1:9400)"
     )
-    try:
-        from exporters.otlp import add_otlp_arguments
-    except ImportError:
-        return
+    from exporters.otlp import add_otlp_arguments
+
     add_otlp_arguments(parser)
 
 
@@ -151,8 +149,9 @@ def _extra_sinks(args: argparse.Namespace) -> list:
 
 
 def _otlp_sink(args: argparse.Namespace):
+    from exporters.otlp import OtlpConfigError, otlp_sink_from_args
+
     try:
-        from exporters.otlp import otlp_sink_from_args
-    except ImportError:
-        return None
-    return otlp_sink_from_args(args, dict(os.environ))
+        return otlp_sink_from_args(args, dict(os.environ))
+    except OtlpConfigError as exc:  # the message names the flag or variable
+        raise CliError(str(exc)) from exc

@@ -77,6 +77,7 @@ class Sidecar:
         self._failures: dict[str, str] = {}
         self._ticks = 0
         self._lag_s = 0.0
+        self._last_tick_s = 0.0
         self._stopped = False
         self._record(EventKind.CONTAINER_STARTED, self._describe())
 

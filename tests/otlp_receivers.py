@@ -1,0 +1,186 @@
+"""Real OTLP metric receivers for tests: gRPC (grpcio + opentelemetry-proto servicer) and
+HTTP/protobuf (http.server, gzip/deflate aware). Both keep every decoded request."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import zlib
+from concurrent import futures
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Point:
+    """One received data point, flattened with its metric and resource."""
+
+    resource: dict[str, str]
+    name: str
+    unit: str
+    kind: str  # gauge | sum | histogram
+    temporality: int  # 1 delta, 2 cumulative, 0 for gauges
+    monotonic: bool
+    attributes: dict[str, str]
+    start_ns: int
+    time_ns: int
+    value: float | None = None
+    bucket_counts: tuple[int, ...] = ()
+    explicit_bounds: tuple[float, ...] = ()
+    count: int = 0
+    sum: float = 0.0
+
+
+def _attrs(kvs) -> dict[str, str]:
+    return {kv.key: kv.value.string_value for kv in kvs}
+
+
+def flatten(requests: list[ExportMetricsServiceRequest]) -> list[Point]:
+    out = []
+    for request in requests:
+        for rm in request.resource_metrics:
+            resource = _attrs(rm.resource.attributes)
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    kind = m.WhichOneof("data")
+                    data = getattr(m, kind)
+                    temporality = getattr(data, "aggregation_temporality", 0)
+                    monotonic = getattr(data, "is_monotonic", False)
+                    for p in data.data_points:
+                        point = Point(
+                            resource,
+                            m.name,
+                            m.unit,
+                            kind,
+                            temporality,
+                            monotonic,
+                            _attrs(p.attributes),
+                            p.start_time_unix_nano,
+                            p.time_unix_nano,
+                        )
+                        if kind == "histogram":
+                            point.bucket_counts = tuple(p.bucket_counts)
+                            point.explicit_bounds = tuple(p.explicit_bounds)
+                            point.count, point.sum = p.count, p.sum
+                        else:
+                            point.value = p.as_double if p.HasField("as_double") else float(p.as_int)
+                        out.append(point)
+    return out
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.requests: list[ExportMetricsServiceRequest] = []
+        self.metadata: list[dict[str, str]] = []
+        self.lock = threading.Lock()
+        self.received = threading.Condition(self.lock)
+
+    def add(self, request: ExportMetricsServiceRequest, metadata: dict[str, str]) -> None:
+        with self.received:
+            self.requests.append(request)
+            self.metadata.append(metadata)
+            self.received.notify_all()
+
+    def points(self) -> list[Point]:
+        with self.lock:
+            return flatten(list(self.requests))
+
+    def wait_for(self, predicate, timeout_s: float = 10.0) -> bool:
+        with self.received:
+            return self.received.wait_for(lambda: predicate(flatten(self.requests)), timeout=timeout_s)
+
+
+class GrpcReceiver(_Store):
+    """A MetricsService on 127.0.0.1:<port>; ``stop()``/``start()`` reuse the same port."""
+
+    def __init__(self, port: int | None = None) -> None:
+        super().__init__()
+        self.port = port or free_port()
+        self._server: grpc.Server | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> GrpcReceiver:
+        store = self
+
+        class Servicer(metrics_service_pb2_grpc.MetricsServiceServicer):
+            def Export(self, request, context):  # noqa: N802 (gRPC method name)
+                store.add(request, dict(context.invocation_metadata()))
+                return metrics_service_pb2.ExportMetricsServiceResponse()
+
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Servicer(), self._server)
+        self._server.add_insecure_port(f"127.0.0.1:{self.port}")
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(grace=None).wait()
+            self._server = None
+
+
+class HttpReceiver(_Store):
+    """POST /v1/metrics taking ExportMetricsServiceRequest protobuf, gzip or deflate encoded."""
+
+    def __init__(self, port: int | None = None) -> None:
+        super().__init__()
+        self.port = port or free_port()
+        self._server: ThreadingHTTPServer | None = None
+        self.encodings: list[str] = []
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> HttpReceiver:
+        store = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                encoding = self.headers.get("Content-Encoding", "")
+                store.encodings.append(encoding)
+                if encoding == "gzip":
+                    body = gzip.decompress(body)
+                elif encoding == "deflate":
+                    body = zlib.decompress(body)
+                if self.path != "/v1/metrics" or self.headers.get("Content-Type") != "application/x-protobuf":
+                    self.send_error(404 if self.path != "/v1/metrics" else 415)
+                    return
+                request = ExportMetricsServiceRequest()
+                request.ParseFromString(body)
+                store.add(request, {k.lower(): v for k, v in self.headers.items()})
+                reply = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

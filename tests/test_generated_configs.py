@@ -1,0 +1,125 @@
+"""deploy/observability/ is up to date, and what it contains is consistent and valid."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+import subprocess
+import urllib.request
+
+import pytest
+
+from collectors.model import Identity
+from enginescope.cli import main
+from exporters.observability_gen import DEFAULT_OUT_DIR, generate_all, load_recipes, stale_files
+from exporters.panels import INCIDENT_PANELS
+from exporters.prom_endpoint import PromEndpointSink
+from tests.otlp_data import full_batch
+
+FILES = {f.name: f.text for f in generate_all(load_recipes())}
+
+
+def test_checked_in_files_are_not_stale():
+    stale = stale_files(generate_all(load_recipes()), DEFAULT_OUT_DIR)
+    assert stale == [], f"run `enginescope generate-configs` (stale: {stale})"
+
+
+def test_check_flag_detects_an_edited_file(tmp_path, capsys):
+    assert main(["generate-configs", "--out", str(tmp_path)]) == 0
+    assert main(["generate-configs", "--out", str(tmp_path), "--check"]) == 0
+    (tmp_path / "grafana-dashboard.json").write_text("{}")
+    assert main(["generate-configs", "--out", str(tmp_path), "--check"]) == 1
+    assert (
+        "stale:" in capsys.readouterr().out
+        and "grafana-dashboard.json" in capsys.readouterr().out + "grafana-dashboard.json"
+    )
+
+
+def test_dashboard_mirrors_the_incident_panels():
+    dashboard = json.loads(FILES["grafana-dashboard.json"])
+    panels = dashboard["panels"]
+    assert [p["title"] for p in panels] == [p.title for p in INCIDENT_PANELS]
+    units = {p["title"]: p["fieldConfig"]["defaults"]["unit"] for p in panels}
+    assert units["TTFT"] == "s" and units["GPU power"] == "watt" and units["KV cache usage"] == "percentunit"
+    for panel, spec in zip(panels, INCIDENT_PANELS, strict=True):
+        exprs = " ".join(t["expr"] for t in panel["targets"])
+        assert all(f"enginescope_{s}" in exprs for s in spec.signals), panel["title"]
+        if spec.kind == "latency":  # quantiles from summed bucket rates, never averaged percentiles
+            assert all(
+                re.fullmatch(r"histogram_quantile\([0-9.]+, sum by \(le\) \(rate\(\w+_bucket\{.*\}\[\$__rate_interval\]\)\)\)", t["expr"])
+                for t in panel["targets"] if not t["expr"].startswith("vector(")
+            )  # fmt: skip
+            assert len(panel["targets"]) == len(spec.quantiles) + 1  # + the SLO line
+
+
+def test_every_dashboard_and_alert_metric_is_served_by_the_endpoint():
+    sink = PromEndpointSink(port=0)
+    try:
+        sink.write(
+            full_batch(
+                Identity("ta-a", "sglang", "m", "r", "H100"), 100.0, random.Random(2), events=("gpu_xid",)
+            )
+        )
+        with urllib.request.urlopen(sink.url, timeout=5) as response:
+            served = set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{", response.read().decode(), re.M))
+    finally:
+        sink.close()
+    dashboard = json.loads(FILES["grafana-dashboard.json"])
+    text = json.dumps(dashboard) + FILES["prometheus-alerts.yml"]
+    referenced = set(re.findall(r"\b(enginescope_[a-z0-9_]+)", text))
+    assert referenced and referenced <= served, referenced - served
+
+
+def test_alert_thresholds_are_the_recipe_slos():
+    text = FILES["prometheus-alerts.yml"]
+    for recipe in load_recipes():
+        group = text.split(f"- name: enginescope-{recipe.name}\n")[1].split("- name: ")[0]
+        model = f'model=\\"{recipe.model.served_name}\\"'
+        for alert, value in (("TTFTP95AboveSLO", recipe.slo.ttft_p95_s), ("ITLP95AboveSLO", recipe.slo.itl_p95_s),
+                             ("E2EP95AboveSLO", recipe.slo.e2e_p95_s)):  # fmt: skip
+            expr = re.search(rf"alert: {alert}\n\s+expr: (.*)\n", group).group(1)
+            assert expr.startswith('"histogram_quantile(0.95, sum by (le) (rate(') and model in expr
+            assert expr.endswith(f'> {value}"')
+        for alert in ("QueueGrowing", "ReplicaFlapping", "GpuThrottling", "GpuXid"):
+            assert f"alert: {alert}\n" in group
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool comes with apt-get install prometheus")
+def test_promtool_accepts_the_rules_and_scrape_config(tmp_path):
+    for name in ("prometheus-alerts.yml", "prometheus-scrape.yml"):
+        (tmp_path / name).write_text(FILES[name])
+    rules = subprocess.run(["promtool", "check", "rules", str(tmp_path / "prometheus-alerts.yml")],
+                           capture_output=True, text=True)  # fmt: skip
+    assert rules.returncode == 0, rules.stdout + rules.stderr
+    n_recipes = len(load_recipes())
+    assert f"SUCCESS: {7 * n_recipes} rules found" in rules.stdout
+    config = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus-scrape.yml")],
+                            capture_output=True, text=True)  # fmt: skip
+    assert config.returncode == 0, config.stdout + config.stderr
+
+
+def _section(text: str, name: str) -> str:
+    return re.search(rf"^{name}:\n((?:  .*\n|\s*\n)*)", text, re.M).group(1)
+
+
+def test_collector_config_pipelines_use_defined_components():
+    text = FILES["otel-collector.yaml"]
+    defined = {
+        section: set(re.findall(r"^  ([a-z_/]+):", _section(text, section), re.M))
+        for section in ("extensions", "receivers", "processors", "exporters")
+    }
+    pipelines = re.findall(r"^    (metrics/\w+):[^\n]*\n((?:      .*\n)+)", text, re.M)
+    assert {name for name, _ in pipelines} == {"metrics/grafana", "metrics/datadog"}
+    for name, body in pipelines:
+        for section in ("receivers", "processors", "exporters"):
+            used = re.search(rf"{section}: \[(.*)\]", body).group(1).split(", ")
+            assert set(used) <= defined[section], (name, section)
+        has_delta = "cumulativetodelta" in body
+        assert has_delta == (name == "metrics/datadog")  # Grafana Cloud stays cumulative
+    service_ext = re.search(r"^  extensions: \[(.*)\]", text, re.M).group(1).split(", ")
+    assert set(service_ext) == defined["extensions"] == {"health_check", "basicauth/grafana"}
+    assert "authenticator: basicauth/grafana" in text and "${env:DD_API_KEY}" in text
+    # every knob line carries a comment or is structural
+    assert len(re.findall(r"#", text)) >= 20

@@ -1,0 +1,205 @@
+"""Batch -> OTLP data, checked on the encoded protobuf (what a receiver would decode)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+from collectors.model import Batch, EventKind, EventRow, GpuRow, SampleRow
+from exporters.otlp.config import NameStyle, OtlpConfig, Temporality
+from exporters.otlp.mapping import OtlpMapper
+from tests.otlp_data import IDENTITY, INTERVAL_S, T0_S, batches, per_bucket, ttft_row
+from tests.otlp_receivers import flatten
+
+CUMULATIVE, DELTA = 2, 1
+
+
+def run(batch_list, **config):
+    mapper = OtlpMapper(OtlpConfig(endpoint="http://x:4318/v1/metrics", **config), IDENTITY)
+    out = []
+    for batch in batch_list:
+        data = mapper.convert(batch)
+        out.append(flatten([encode_metrics(data)]) if data else [])
+    return out
+
+
+def named(points, name):
+    return [p for p in points if p.name == name]
+
+
+def test_cumulative_histogram_accumulates_engine_buckets_since_series_start():
+    fed = batches(6)
+    results = run(fed)
+    running = [0] * (len(fed[0].histograms[0].bounds))
+    for batch, points in zip(fed, results, strict=True):
+        row = batch.histograms[0]
+        running = [a + b for a, b in zip(running, per_bucket(row.counts), strict=True)]
+        (point,) = named(points, "gen_ai.server.time_to_first_token")
+        assert point.kind == "histogram" and point.temporality == CUMULATIVE and point.unit == "s"
+        assert point.explicit_bounds == row.bounds[:-1]  # the engine's own bounds, +Inf implied
+        assert list(point.bucket_counts) == running
+        assert point.count == sum(running)
+        assert point.start_ns == int((T0_S) * 1e9)  # first interval's start, unchanged
+        assert point.time_ns == int(row.ts_s * 1e9)
+    total_sum = sum(b.histograms[0].sum for b in fed)
+    assert math.isclose(point.sum, total_sum)
+
+
+def test_delta_histogram_is_each_interval():
+    fed = batches(4)
+    for batch, points in zip(fed, run(fed, temporality=Temporality.DELTA), strict=True):
+        row = batch.histograms[0]
+        (point,) = named(points, "gen_ai.server.time_to_first_token")
+        assert point.temporality == DELTA
+        assert list(point.bucket_counts) == per_bucket(row.counts)
+        assert point.start_ns == int((row.ts_s - INTERVAL_S) * 1e9) and point.sum == row.sum
+
+
+def test_counter_signals_cumulative_and_delta():
+    fed = batches(5)
+    cumulative, delta = run(fed), run(fed, temporality=Temporality.DELTA)
+    total = 0.0
+    for batch, cum_points, delta_points in zip(fed, cumulative, delta, strict=True):
+        increase = next(s.value for s in batch.signals if s.signal == "generation_tokens")
+        total += increase
+        (c,) = [
+            p
+            for p in named(cum_points, "enginescope.tokens")
+            if p.attributes["gen_ai.token.type"] == "output"
+        ]
+        (d,) = [
+            p
+            for p in named(delta_points, "enginescope.tokens")
+            if p.attributes["gen_ai.token.type"] == "output"
+        ]
+        assert c.monotonic and c.temporality == CUMULATIVE and c.value == total and c.unit == "{token}"
+        assert d.temporality == DELTA and d.value == increase
+        (queue,) = named(cum_points, "enginescope.queue.depth")
+        assert queue.kind == "gauge" and queue.value == next(
+            s.value for s in batch.signals if s.signal == "queue_depth"
+        )
+    # per-replica GPU aggregates are not duplicated next to the per-device hw.* series
+    assert not [p for p in cumulative[0] if "gpu_power" in p.name]
+
+
+def _counter_batch(ts_s, value, delta):
+    return Batch(
+        IDENTITY,
+        samples=[SampleRow(ts_s, "sglang:prompt_tokens_total", "counter", (), value, delta, INTERVAL_S)],
+    )
+
+
+def test_counter_reset_starts_new_series_and_delta_never_negative():
+    ts = [T0_S + i * INTERVAL_S for i in range(5)]
+    # raw 10 (baseline), 15, reset to 3, 8, 20; the pipeline's reset-aware deltas: 5, 3, 5, 12
+    fed = [_counter_batch(ts[0], 10, None), _counter_batch(ts[1], 15, 5), _counter_batch(ts[2], 3, 3),
+           _counter_batch(ts[3], 8, 5), _counter_batch(ts[4], 20, 12)]  # fmt: skip
+    cumulative = [named(p, "sglang:prompt_tokens_total") for p in run(fed, names=NameStyle.NATIVE)]
+    assert cumulative[0] == []  # baseline: nothing known yet
+    values = [p[0].value for p in cumulative[1:]]
+    starts = [p[0].start_ns for p in cumulative[1:]]
+    assert values == [5, 3, 8, 20]
+    assert starts[0] == int(ts[0] * 1e9)
+    assert starts[1] > cumulative[1][0].time_ns  # new series begins after the last point of the old one
+    assert starts[1] == starts[2] == starts[3]
+    delta = [p for points in run(fed, names=NameStyle.NATIVE, temporality=Temporality.DELTA) for p in points]
+    assert [p.value for p in delta] == [5, 3, 5, 12]
+    assert all(p.value >= 0 and p.temporality == DELTA for p in delta)
+
+
+def test_engine_restart_event_restarts_cumulative_series():
+    fed = batches(4)
+    fed[2].events.append(EventRow(fed[2].histograms[0].ts_s - 1, EventKind.ENGINE_RESTART, "pid changed"))
+    results = run(fed)
+    hist = [named(p, "gen_ai.server.time_to_first_token")[0] for p in results]
+    assert hist[2].start_ns > hist[1].time_ns
+    assert list(hist[2].bucket_counts) == per_bucket(fed[2].histograms[0].counts)
+    restarts = [
+        p
+        for p in named(results[2], "enginescope.events")
+        if p.attributes["enginescope.event.kind"] == "engine_restart"
+    ]
+    assert restarts[0].value == 1
+
+
+def test_changed_bounds_start_a_new_histogram_series():
+    import random
+
+    rng = random.Random(1)
+    ts1, ts2 = T0_S + 5, T0_S + 10
+    first = Batch(IDENTITY, histograms=[ttft_row(rng, ts1)])
+    second = Batch(IDENTITY, histograms=[ttft_row(rng, ts2, bounds=(0.1, 1.0, math.inf))])
+    p1, p2 = (named(p, "gen_ai.server.time_to_first_token")[0] for p in run([first, second]))
+    assert p2.explicit_bounds == (0.1, 1.0) and p2.start_ns > p1.time_ns
+    assert list(p2.bucket_counts) == per_bucket(second.histograms[0].counts)
+
+
+def test_semconv_names_units_attributes_and_resource():
+    (points,) = run(batches(1))
+    ttft = named(points, "gen_ai.server.time_to_first_token")[0]
+    assert ttft.attributes["gen_ai.operation.name"] == "chat"
+    assert ttft.attributes["gen_ai.provider.name"] == "sglang"
+    assert ttft.attributes["gen_ai.request.model"] == IDENTITY.model
+    resource = ttft.resource
+    assert resource["service.instance.id"] == IDENTITY.replica  # stable across restarts
+    assert resource["service.name"] == "llm-serve"
+    assert resource["cloud.provider"] == "aws" and resource["cloud.region"] == "us-east-1"
+    assert resource["host.name"] == "host-7" and resource["enginescope.gpu.type"] == "H100"
+    assert all(p.resource == resource for p in points)  # engine and GPU share one Resource
+    gpu = {p.name: p for p in points if p.name.startswith("hw.")}
+    assert gpu["hw.gpu.utilization"].value == 0.5 and gpu["hw.gpu.utilization"].unit == "1"
+    assert gpu["hw.gpu.utilization"].attributes["hw.id"] == "GPU-aaaa"
+    assert gpu["hw.gpu.memory.usage"].kind == "sum" and not gpu["hw.gpu.memory.usage"].monotonic
+    assert gpu["hw.gpu.memory.usage"].unit == "By" and gpu["hw.gpu.memory.usage"].value == 70e9
+    assert gpu["hw.power"].unit == "W" and gpu["hw.power"].attributes["hw.type"] == "gpu"
+    assert gpu["hw.temperature"].unit == "Cel" and gpu["hw.temperature"].attributes["hw.parent"] == "GPU-aaaa"
+    assert "hw.energy" not in gpu  # first energy reading is a baseline
+
+
+def test_service_name_and_resource_attributes_from_config():
+    (points,) = run(
+        batches(1), service_name="svc", resource_attributes=(("deployment.environment.name", "prod"),)
+    )
+    assert points[0].resource["service.name"] == "svc"
+    assert points[0].resource["deployment.environment.name"] == "prod"
+
+
+def test_gpu_energy_counter_and_clock_event_reasons():
+    fed = batches(3)
+    delta = run(fed, temporality=Temporality.DELTA)
+    energy = [p for points in delta for p in named(points, "hw.energy")]
+    assert [p.value for p in energy] == [1500.0, 1500.0] and energy[0].unit == "J"
+    reasons = {p.attributes["enginescope.gpu.clock_event.reason"]: p.value
+               for p in named(delta[1], "enginescope.gpu.clock_event.active")}  # fmt: skip
+    assert reasons["sw_power_cap"] == 1.0 and reasons["hw_thermal_slowdown"] == 0.0
+    # a GPU energy counter that goes backwards (driver reload) never yields a negative delta
+    reset = dataclasses.replace(fed[2], gpu=[GpuRow(fed[2].gpu[0].ts_s + 5, "GPU-aaaa", {"energy_j": 10.0})])
+    last = run([*fed, reset], temporality=Temporality.DELTA)[-1]
+    assert named(last, "hw.energy")[0].value == 10.0
+
+
+def test_lowmemory_keeps_counters_cumulative_and_histograms_delta():
+    (points,) = run(batches(1), temporality=Temporality.LOWMEMORY)
+    assert named(points, "gen_ai.server.time_to_first_token")[0].temporality == DELTA
+    assert named(points, "enginescope.tokens")[0].temporality == CUMULATIVE
+
+
+def test_native_names_keep_engine_metric_names():
+    fed = batches(1)
+    fed[0].samples.append(SampleRow(fed[0].histograms[0].ts_s, "sglang:num_queue_reqs", "gauge", (), 4.0))
+    (points,) = run(fed, names=NameStyle.NATIVE)
+    names = {p.name for p in points}
+    assert "sglang:time_to_first_token_seconds" in names and "sglang:num_queue_reqs" in names
+    assert "gen_ai.server.time_to_first_token" not in names and "enginescope.queue.depth" not in names
+
+
+def test_resource_follows_the_identity_learned_after_the_first_scrape():
+    early = dataclasses.replace(IDENTITY, engine="unknown", model="")
+    first, second = batches(2)
+    first.identity = early
+    p1, p2 = run([first, second])
+    assert "enginescope.model" not in p1[0].resource
+    assert p2[0].resource["enginescope.model"] == IDENTITY.model
+    assert named(p2, "gen_ai.server.time_to_first_token")[0].attributes["gen_ai.provider.name"] == "sglang"

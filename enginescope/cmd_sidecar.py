@@ -51,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=900.0,
         help="give up if the engine never answers within this many seconds of start",
     )
+    parser.add_argument("--retention-days", type=float, help="delete this replica's data older than N days")
     parser.add_argument(
         "--prom-listen", help="serve the enriched view on HOST:PORT/metrics (e.g. 127.0.0.1:9400)"
     )

@@ -1,0 +1,63 @@
+"""``enginescope simulate``: simulated SGLang engines on ports N..N+K-1 (no sidecar, no store)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from enginescope.cli import CliError
+from simfleet.engine import SimEngine
+from simfleet.profile import PROFILES, ProfileError, get_profile
+from simfleet.server import serve
+
+HELP = "run simulated SGLang engines (OpenAI API + /metrics) until Ctrl-C"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=30000, help="first port (default 30000)")
+    parser.add_argument("--profile", default="llama-8b-h100", help=f"one of: {', '.join(PROFILES)}")
+    parser.add_argument("--replicas", type=int, default=1, help="engines on consecutive ports")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.replicas < 1:
+        raise CliError(f"--replicas must be >= 1, got {args.replicas}")
+    if not 0 < args.port <= 65535 - args.replicas + 1:
+        raise CliError(
+            f"--port {args.port}: ports {args.port}..{args.port + args.replicas - 1} are not all valid"
+        )
+    try:
+        profile = get_profile(args.profile, "--profile")
+    except ProfileError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        asyncio.run(_serve_all(args, profile))
+    except KeyboardInterrupt:
+        print("stopped")
+    return 0
+
+
+async def _serve_all(args: argparse.Namespace, profile) -> None:  # type: ignore[no-untyped-def]
+    engines = [
+        SimEngine(profile, name=f"sim-{index}", seed=args.seed + index, clock=time.monotonic)
+        for index in range(args.replicas)
+    ]
+    servers = []
+    try:
+        for index, engine in enumerate(engines):
+            try:
+                servers.append(await serve(engine, args.host, args.port + index))
+            except OSError as exc:
+                raise CliError(f"cannot listen on {args.host}:{args.port + index}: {exc}") from None
+        for server in servers:
+            print(f"simulated {profile.model_name} ({args.profile}) at http://{args.host}:{server.port}")
+        print(f"ready in ~{profile.startup_total_s:.0f}s (cold start); Ctrl-C to stop")
+        await asyncio.gather(*(engine.run() for engine in engines))
+    finally:
+        for server in servers:
+            await server.stop()
+        for engine in engines:
+            engine.close()

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 ACCEPT_TEXT = "text/plain;version=0.0.4"
 MAX_BODY_BYTES = 64 * 1024 * 1024
+# Counter families of a restarted engine reappear over several scrapes (a series appears only
+# after its first event), each looking like a reset: report one restart per window, not one per family.
+RESTART_DEBOUNCE_S = 60.0
 
 
 class ScrapeError(Exception):
@@ -87,6 +90,7 @@ class EngineSource:
         self._last_ts_s: float | None = None
         self._last_parse_error = ""
         self.model_name = ""
+        self._last_restart_s = float("-inf")
         self._scrapes = _Counter("enginescope_sidecar_scrapes_total")
         self._errors = _Counter("enginescope_sidecar_scrape_errors_total")
         self._parse_errors = _Counter("enginescope_sidecar_parse_errors_total")
@@ -143,6 +147,7 @@ class EngineSource:
         else:
             log.warning("engine down: %s", reason)
             batch.events.append(EventRow(now_s, EventKind.ENGINE_DOWN, reason))
+            self.ready = False  # a restarted engine goes through /health again: engine_ready once more
         self._up = up
 
     def _normalise(self, result: ScrapeResult, now_s: float, batch: Batch) -> None:
@@ -150,7 +155,7 @@ class EngineSource:
         batch.samples.extend(scrape.samples)
         batch.histograms.extend(scrape.histograms)
         batch.signals.extend(scrape.signals)
-        batch.events.extend(scrape.events)
+        batch.events.extend(self._debounce_restarts(scrape.events, now_s))
         if not self.model_name:
             self.model_name = _model_label(scrape.samples) or _model_label(scrape.histograms)
         if scrape.errors:
@@ -164,6 +169,18 @@ class EngineSource:
             else:
                 log.info("%s: exposition parses cleanly again", self.metrics_url)
             self._last_parse_error = first_error
+
+    def _debounce_restarts(self, events: list[EventRow], now_s: float) -> list[EventRow]:
+        kept = []
+        for event in events:
+            if event.kind == EventKind.ENGINE_RESTART:
+                if now_s - self._last_restart_s < RESTART_DEBOUNCE_S:
+                    log.debug("restart already reported; more families reset: %s", event.detail)
+                    continue
+                log.warning("engine restart detected: %s", event.detail)
+                self._last_restart_s = now_s
+            kept.append(event)
+        return kept
 
     def _self_metrics(self, now_s: float, duration_s: float, batch: Batch) -> None:
         interval_s = now_s - self._last_ts_s if self._last_ts_s is not None else 0.0

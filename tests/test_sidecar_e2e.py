@@ -38,11 +38,11 @@ def _bump_ttft(text: str, added: dict[float, int], added_sum_s: float) -> str:
     return "\n".join(out) + "\n"
 
 
-def _restart(text: str) -> str:
+def _restart(text: str, *families: str) -> str:
     """What an engine restarted from zero serves: counters fall back to small values."""
     out = []
     for line in text.splitlines():
-        if line.startswith("sglang:num_requests_total"):
+        if line.startswith(("sglang:num_requests_total", *families)):
             head, _ = line.rsplit(" ", 1)
             line = f"{head} 2.0"
         out.append(line)
@@ -132,3 +132,24 @@ def test_engine_down_is_an_event_not_a_crash(tmp_path: Path, base_text: str) -> 
         "SELECT max(value) FROM samples WHERE metric = 'enginescope_sidecar_scrape_errors_total'"
     ).fetchone()[0]
     assert errors >= 1
+
+
+def test_one_restart_is_one_event_and_ready_is_recorded_again(tmp_path: Path, base_text: str) -> None:
+    from exporters.store import open_store
+
+    with ExpositionServer(base_text) as server:
+        sidecar = Sidecar(SidecarConfig(engine_url=server.url, store_dir=tmp_path, timeout_s=0.5))
+        sidecar.tick()
+        server.healthy = False
+    sidecar.tick()  # engine gone
+    with ExpositionServer(_restart(base_text)) as server:
+        sidecar.engine_source.metrics_url = server.url + "/metrics"
+        sidecar.engine_source.health_url = server.url + "/health"
+        sidecar.tick()  # back, one family reset
+        server.body = _restart(base_text, "sglang:prompt_tokens_total")  # a second family resets later
+        sidecar.tick()
+        sidecar.stop()
+    kinds = [r[0] for r in open_store(tmp_path).execute("SELECT kind FROM events ORDER BY ts").fetchall()]
+    assert kinds.count("engine_restart") == 1
+    assert kinds.count("engine_ready") == 2
+    assert kinds.index("engine_down") < kinds.index("engine_restart")

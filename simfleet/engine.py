@@ -26,7 +26,8 @@ Public API (times are engine-clock seconds unless the name says epoch)::
            (1.0 normal, 0.6 throttled), crash(), restart(), begin_drain(), close()
     state: engine.state (EngineState), engine.ready, engine.pid, engine.drained,
            engine.add_listener(cb(engine)) called on every state change
-    load (simulated GPU): gpu_busy_fraction(window_s=1.0) 0..1, tokens_per_s(window_s=1.0),
+    load (simulated GPU; ``simfleet.engine_load``): gpu_busy_fraction(window_s=1.0) 0..1,
+           tokens_per_s(window_s=1.0),
            generation_tokens_per_s(window_s=1.0), kv_used_bytes() per GPU,
            gpu_memory_used_bytes() per GPU, num_running(), num_waiting(), epoch(t_s)
 """
@@ -34,9 +35,7 @@ Public API (times are engine-clock seconds unless the name says epoch)::
 from __future__ import annotations
 
 import asyncio
-import enum
 import itertools
-import math
 import random
 import time
 import uuid
@@ -44,6 +43,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from simfleet.engine_admission import (
+    EngineState,
+    EngineUnavailable,
+    check_admission,
+    sample_accepted_tokens,
+    sample_cached_tokens,
+    sample_output_tokens,
+)
+from simfleet.engine_load import EngineLoadFigures
 from simfleet.engine_metrics import EngineMetrics
 from simfleet.groundtruth import GroundTruth
 from simfleet.metric_registry import MetricRegistry
@@ -52,27 +60,12 @@ from simfleet.request_export import RequestExporter, abort_record, finished_reco
 from simfleet.scheduler import NON_STREAM_OUTPUT_INTERVAL, SchedulerRank
 from simfleet.sim_request import WAITING_TIMEOUT_MESSAGE, OutputEvent, SimRequest
 
-_GIB = float(1 << 30)
-_CUDA_CONTEXT_GIB = 0.9
-_OUTPUT_LEN_SIGMA = 0.8  # lognormal spread of sampled output lengths (ShareGPT-like)
+__all__ = ["EngineState", "EngineUnavailable", "SimEngine"]
 
 
-class EngineState(enum.Enum):
-    STARTING = "starting"
-    READY = "ready"
-    DRAINING = "draining"
-    CRASHED = "crashed"
+class SimEngine(EngineLoadFigures):
+    """One simulated replica: lifecycle, knobs, request intake and the scheduler clock."""
 
-
-class EngineUnavailable(Exception):
-    """The engine cannot take the request: status 503 (starting/draining) or None (process gone)."""
-
-    def __init__(self, status: int | None, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class SimEngine:
     def __init__(
         self,
         profile: EngineProfile = DEFAULT,
@@ -202,23 +195,13 @@ class SimEngine:
         structured: bool = False,
         ignore_eos: bool = False,
     ) -> SimRequest:
-        if self.state is EngineState.CRASHED:
-            raise EngineUnavailable(None, "connection refused")
-        if self.state is not EngineState.READY:
-            raise EngineUnavailable(503, f"engine is {self.state.value}")
-        p = self.profile
-        prompt_tokens = int(prompt_tokens) + p.extra_prompt_tokens
-        if prompt_tokens < 1:
-            raise ValueError("prompt must have at least one token")
-        if max_new_tokens is None:
-            max_new_tokens = p.context_len_tokens - prompt_tokens
-        if max_new_tokens < 1 or prompt_tokens + max_new_tokens > p.context_len_tokens:
-            raise ValueError(
-                f"Requested token count exceeds the model's maximum context length of {p.context_len_tokens} tokens. "
-                f"You requested a total of {prompt_tokens + max_new_tokens} tokens: {prompt_tokens} tokens from the "
-                f"input messages and {max_new_tokens} tokens for the completion."
-            )
-        target = max_new_tokens if ignore_eos else (output_tokens or self._sample_output_len())
+        prompt_tokens, max_new_tokens = check_admission(
+            self.state, self.profile, prompt_tokens, max_new_tokens
+        )
+        if ignore_eos:
+            target = max_new_tokens
+        else:
+            target = output_tokens or sample_output_tokens(self._rng, self.profile.output_tokens_mean)
         now = self.now_s()
         rid = rid or uuid.UUID(int=self._rng.getrandbits(128)).hex
         req = SimRequest(
@@ -235,7 +218,7 @@ class SimEngine:
             dp_rank=next(self._dp_cycle),
         )
         req.params = {"received_time": now, **(sampling or {})}
-        req.cached_tokens = self._sample_cached(prompt_tokens)
+        req.cached_tokens = sample_cached_tokens(self._rng, self.prefix_cache_hit_ratio, prompt_tokens)
         req.prefill_target = prompt_tokens
         req.queue_enter_s = req.scheduler_arrival_s
         self._requests[rid] = req
@@ -243,30 +226,9 @@ class SimEngine:
         self._poke()
         return req
 
-    def _sample_output_len(self) -> int:
-        mean = self.profile.output_tokens_mean
-        mu = math.log(mean) - _OUTPUT_LEN_SIGMA**2 / 2
-        return max(1, int(self._rng.lognormvariate(mu, _OUTPUT_LEN_SIGMA)))
-
-    def _sample_cached(self, prompt_tokens: int) -> int:
-        ratio = self.prefix_cache_hit_ratio
-        if ratio <= 0.0:
-            return 0
-        share = min(1.0, max(0.0, self._rng.gauss(ratio, 0.12)))
-        return min(prompt_tokens - 1, int(prompt_tokens * share))  # the last token is always computed
-
     def sample_accepted_tokens(self, req: SimRequest, room: int) -> int:
         """Tokens one verify step emits for ``req`` (accepted drafts + bonus), mean = accept length."""
-        p = self.profile
-        drafts = min(p.spec_num_steps + 1, p.spec_num_draft_tokens) - 1
-        q = (self.spec_accept_length - 1.0) / drafts
-        tokens = min(room, 1 + sum(1 for _ in range(drafts) if self._rng.random() < q))
-        if not req.spec_drafts_histogram:
-            req.spec_drafts_histogram = [0] * p.spec_num_draft_tokens
-        req.spec_verify_ct += 1
-        req.spec_correct_drafts += tokens - 1
-        req.spec_drafts_histogram[tokens - 1] += 1
-        return tokens
+        return sample_accepted_tokens(self._rng, self.profile, self.spec_accept_length, req, room)
 
     def abort(self, rid: str) -> bool:
         req = self._requests.pop(rid, None)
@@ -400,61 +362,3 @@ class SimEngine:
                     await asyncio.wait_for(self._wake.wait(), timeout=1.0)
                 except TimeoutError:
                     pass
-
-    # ---- read-only load figures ----------------------------------------------------------------
-    def _window(self, window_s: float, column: int) -> float:
-        since = self._horizon_s - window_s
-        return sum(entry[column] for rank in self.ranks for entry in rank.load_log if entry[0] > since)
-
-    def gpu_busy_fraction(self, window_s: float = 1.0) -> float:
-        """Share of the last window the GPUs spent computing (0..1), averaged over DP groups."""
-        if self.state is EngineState.CRASHED:
-            return 0.0
-        if not self.ranks:  # startup: weight load is I/O bound, graph capture keeps the GPU busy
-            graph_start = (
-                self.scheduler_ready_s
-                - self.profile.cuda_graph_capture_s
-                - self.profile.draft_cuda_graph_capture_s
-            )
-            return 0.6 if graph_start <= self._horizon_s else 0.0
-        return min(1.0, self._window(window_s, 1) / (window_s * len(self.ranks)))
-
-    def tokens_per_s(self, window_s: float = 1.0) -> float:
-        """Prompt (computed) plus generated tokens per second over the window."""
-        return (self._window(window_s, 2) + self._window(window_s, 3)) / window_s
-
-    def generation_tokens_per_s(self, window_s: float = 1.0) -> float:
-        return self._window(window_s, 3) / window_s
-
-    def kv_used_bytes(self) -> int:
-        """KV bytes held by running requests on one GPU (mean over DP groups)."""
-        if not self.ranks:
-            return 0
-        used = sum(rank.kv_used for rank in self.ranks) / len(self.ranks)
-        return int(used * self.profile.kv_bytes_per_token)
-
-    def gpu_memory_used_bytes(self) -> int:
-        """What NVML would report per GPU: CUDA context, weights, the preallocated KV pool, graphs."""
-        p, t = self.profile, self._horizon_s
-        if self.state is EngineState.CRASHED:
-            return 0
-        load_start = self.boot_s + p.scheduler_init_other_s
-        gib = _CUDA_CONTEXT_GIB if t >= self.boot_s + 0.3 * p.scheduler_init_other_s else 0.0
-        if t > load_start:
-            gib += p.weight_memory_gb * min(1.0, (t - load_start) / max(p.weight_load_s, 1e-9))
-        if t >= load_start + p.weight_load_s + p.kv_cache_allocation_s:
-            gib += p.kv_capacity_tokens * p.kv_bytes_per_token / _GIB
-        if self.ranks:
-            gib += p.graph_memory_gb
-        return int(gib * _GIB)
-
-    def num_running(self) -> int:
-        return sum(len(r.decoding) + (r.chunked is not None) for r in self.ranks)
-
-    def num_waiting(self) -> int:
-        return sum(len(r.waiting) for r in self.ranks)
-
-    def kv_usage_ratio(self) -> float:
-        if not self.ranks:
-            return 0.0
-        return sum(r.kv_used for r in self.ranks) / (len(self.ranks) * self.profile.kv_capacity_tokens)

@@ -17,101 +17,36 @@ Faults: ``set_cooling_failure``, ``set_power_limit_w``, ``inject_xid`` (delivere
 the event-set API), ``lose_gpu`` (GpuIsLost from then on), ``reset_counters`` (driver
 reload), NotSupported per function or field id (``SimGpuSpec.unsupported``), and
 ``init_error`` (e.g. library missing at ``nvmlInit``).
+
+Layout: this module is the NVML function surface; the GPU model (``SimGpuSpec``, power,
+thermals, clocks) is in ``simfleet.nvml_model`` and the handle/event objects in
+``simfleet.nvml_structs``. ``COOLING_FAILURE_RISE_C``, ``SimGpuSpec`` and ``SimEventData``
+are re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 import threading
 import time
 import types
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pynvml
 
+from simfleet.nvml_model import (
+    COOLING_FAILURE_RISE_C,
+    PCIE_RX_BYTES_PER_S_AT_FULL_LOAD,
+    PCIE_TX_BYTES_PER_S_AT_FULL_LOAD,
+    SimGpu,
+    SimGpuSpec,
+    advance,
+    new_gpu,
+    settle,
+)
+from simfleet.nvml_structs import XID_EVENT, EventSet, Handle, SimEventData, nvml_error
+
 __all__ = ["COOLING_FAILURE_RISE_C", "SimEventData", "SimGpuSpec", "SimulatedNvml"]
-
-COOLING_FAILURE_RISE_C = 35.0
-_XID = pynvml.nvmlEventTypeXidCriticalError
-_NO_INSTANCE = 0xFFFFFFFF
-_PCIE_TX_BYTES_PER_S_AT_FULL_LOAD = 3.0e9
-_PCIE_RX_BYTES_PER_S_AT_FULL_LOAD = 1.5e9
-
-
-@dataclass(frozen=True, slots=True)
-class SimGpuSpec:
-    """Static description of one simulated GPU (defaults: H100 SXM 80GB)."""
-
-    name: str = "NVIDIA H100 80GB HBM3"
-    uuid: str | None = None  # default: derived from index, stable across runs
-    pci_bus_id: str | None = None  # default: 00000000:<index+0x18>:00.0
-    memory_total_bytes: int = 81559 * 2**20
-    memory_used_fraction: float = 0.9  # engines preallocate weights + KV cache
-    idle_power_w: float = 70.0
-    tdp_w: float = 700.0
-    power_limit_w: float | None = None  # default: TDP
-    sm_clock_max_mhz: int = 1980
-    sm_clock_idle_mhz: int = 345
-    mem_clock_mhz: int = 2619
-    ambient_c: float = 28.0
-    full_load_rise_c: float = 44.0  # steady-state rise above ambient at TDP
-    thermal_tau_s: float = 45.0
-    slowdown_temp_c: float = 87.0
-    memory_temp_offset_c: float = 6.0
-    nvlink_links: int = 18
-    has_fan: bool = False  # datacenter boards report fan speed NotSupported
-    unsupported: frozenset[str | int] = frozenset()  # NVML function names and field ids
-
-
-@dataclass(slots=True)
-class SimEventData:
-    """Same attributes as pynvml's c_nvmlEventData_t (``device`` is the simulated handle)."""
-
-    device: Any
-    eventType: int  # noqa: N815 - NVML's field name
-    eventData: int  # noqa: N815
-    gpuInstanceId: int = _NO_INSTANCE  # noqa: N815
-    computeInstanceId: int = _NO_INSTANCE  # noqa: N815
-
-
-@dataclass(frozen=True, slots=True)
-class _Handle:
-    index: int
-
-
-@dataclass(slots=True)
-class _EventSet:
-    registered: dict[int, int] = field(default_factory=dict)  # device index -> event mask
-    queue: deque[SimEventData] = field(default_factory=deque)
-
-
-@dataclass(slots=True)
-class _Gpu:
-    spec: SimGpuSpec
-    handle: _Handle
-    uuid: str
-    bus_id: str
-    load_fn: Callable[[], float]
-    t_s: float
-    temp_c: float
-    power_limit_w: float
-    busy: float = 0.0
-    power_w: float = 0.0
-    clock_factor: float = 1.0
-    reasons: int = 0
-    energy_mj: float = 0.0
-    pcie_tx_bytes: float = 0.0
-    pcie_rx_bytes: float = 0.0
-    cooling_failed: bool = False
-    lost: bool = False
-
-
-def _error(code: int) -> pynvml.NVMLError:
-    return pynvml.NVMLError(code)  # pynvml maps the code to its NVMLError_* subclass
 
 
 class SimulatedNvml:
@@ -137,28 +72,11 @@ class SimulatedNvml:
         self._init_error = init_error
         self._init_count = 0
         self._lock = threading.Lock()
-        self._event_sets: list[_EventSet] = []
+        self._event_sets: list[EventSet] = []
         now = clock()
         self._gpus = [
-            self._new_gpu(i, spec, fn, now) for i, (spec, fn) in enumerate(zip(devices, fns, strict=True))
+            new_gpu(i, spec, fn, now) for i, (spec, fn) in enumerate(zip(devices, fns, strict=True))
         ]
-
-    @staticmethod
-    def _new_gpu(index: int, spec: SimGpuSpec, load_fn: Callable[[], float], now: float) -> _Gpu:
-        digest = hashlib.sha1(f"simgpu-{index}-{spec.name}".encode()).hexdigest()
-        uuid = spec.uuid or f"GPU-{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
-        gpu = _Gpu(
-            spec=spec,
-            handle=_Handle(index),
-            uuid=uuid,
-            bus_id=spec.pci_bus_id or f"00000000:{index + 0x18:02X}:00.0",
-            load_fn=load_fn,
-            t_s=now,
-            temp_c=spec.ambient_c + spec.full_load_rise_c * spec.idle_power_w / spec.tdp_w,
-            power_limit_w=spec.power_limit_w or spec.tdp_w,
-        )
-        _settle(gpu)
-        return gpu
 
     def __getattr__(self, name: str) -> Any:
         """pynvml's constants, structs and exception classes; never its functions."""
@@ -179,14 +97,14 @@ class SimulatedNvml:
             gpu = self._gpus[index]
             self._advance(gpu)
             gpu.power_limit_w = limit_w
-            _settle(gpu)
+            settle(gpu)
 
     def inject_xid(self, index: int, xid: int) -> None:
         """Queue an XID event on every event set that registered XIDs for this GPU."""
         gpu = self._gpus[index]
         for event_set in self._event_sets:
-            if event_set.registered.get(index, 0) & _XID:
-                event_set.queue.append(SimEventData(gpu.handle, _XID, xid))
+            if event_set.registered.get(index, 0) & XID_EVENT:
+                event_set.queue.append(SimEventData(gpu.handle, XID_EVENT, xid))
 
     def lose_gpu(self, index: int, xid: int | None = 79) -> None:
         """The GPU falls off the bus: Xid 79 is delivered, then every call raises GpuIsLost."""
@@ -211,34 +129,20 @@ class SimulatedNvml:
 
     # --- model ----------------------------------------------------------------------------------
 
-    def _advance(self, gpu: _Gpu) -> None:
-        now = self._clock()
-        dt_s = now - gpu.t_s
-        if dt_s <= 0:
-            return
-        gpu.energy_mj += gpu.power_w * dt_s * 1000.0
-        gpu.pcie_tx_bytes += gpu.busy * _PCIE_TX_BYTES_PER_S_AT_FULL_LOAD * dt_s
-        gpu.pcie_rx_bytes += gpu.busy * _PCIE_RX_BYTES_PER_S_AT_FULL_LOAD * dt_s
-        spec = gpu.spec
-        target_c = spec.ambient_c + spec.full_load_rise_c * gpu.power_w / spec.tdp_w
-        if gpu.cooling_failed:
-            target_c += COOLING_FAILURE_RISE_C
-        gpu.temp_c += (target_c - gpu.temp_c) * (1.0 - math.exp(-dt_s / spec.thermal_tau_s))
-        gpu.t_s = now
-        gpu.busy = min(1.0, max(0.0, float(gpu.load_fn())))
-        _settle(gpu)
+    def _advance(self, gpu: SimGpu) -> None:
+        advance(gpu, self._clock())
 
-    def _gpu(self, handle: Any, fn_name: str) -> _Gpu:
+    def _gpu(self, handle: Any, fn_name: str) -> SimGpu:
         """Checks shared by every device call, then brings the model up to the clock."""
         if self._init_count == 0:
-            raise _error(pynvml.NVML_ERROR_UNINITIALIZED)
-        if not isinstance(handle, _Handle) or not 0 <= handle.index < len(self._gpus):
-            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            raise nvml_error(pynvml.NVML_ERROR_UNINITIALIZED)
+        if not isinstance(handle, Handle) or not 0 <= handle.index < len(self._gpus):
+            raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         gpu = self._gpus[handle.index]
         if gpu.lost:
-            raise _error(pynvml.NVML_ERROR_GPU_IS_LOST)
+            raise nvml_error(pynvml.NVML_ERROR_GPU_IS_LOST)
         if fn_name in gpu.spec.unsupported:
-            raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         with self._lock:
             self._advance(gpu)
         return gpu
@@ -247,26 +151,26 @@ class SimulatedNvml:
 
     def nvmlInit(self) -> None:
         if self._init_error is not None:
-            raise _error(self._init_error)
+            raise nvml_error(self._init_error)
         self._init_count += 1
 
     def nvmlShutdown(self) -> None:
         if self._init_count == 0:
-            raise _error(pynvml.NVML_ERROR_UNINITIALIZED)
+            raise nvml_error(pynvml.NVML_ERROR_UNINITIALIZED)
         self._init_count -= 1
 
     def nvmlSystemGetDriverVersion(self) -> str:
         if self._init_count == 0:
-            raise _error(pynvml.NVML_ERROR_UNINITIALIZED)
+            raise nvml_error(pynvml.NVML_ERROR_UNINITIALIZED)
         return self._driver_version
 
     def nvmlDeviceGetCount(self) -> int:
         if self._init_count == 0:
-            raise _error(pynvml.NVML_ERROR_UNINITIALIZED)
+            raise nvml_error(pynvml.NVML_ERROR_UNINITIALIZED)
         return len(self._gpus)  # a lost GPU is still enumerated, as on real drivers
 
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> _Handle:
-        return self._gpu(_Handle(index), "nvmlDeviceGetHandleByIndex").handle
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> Handle:
+        return self._gpu(Handle(index), "nvmlDeviceGetHandleByIndex").handle
 
     # --- NVML: identity -------------------------------------------------------------------------
 
@@ -303,7 +207,7 @@ class SimulatedNvml:
     def nvmlDeviceGetTemperature(self, handle: Any, sensor: int) -> int:
         gpu = self._gpu(handle, "nvmlDeviceGetTemperature")
         if sensor != pynvml.NVML_TEMPERATURE_GPU:
-            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return round(gpu.temp_c)
 
     def nvmlDeviceGetTemperatureV(
@@ -311,9 +215,9 @@ class SimulatedNvml:
     ) -> int:
         gpu = self._gpu(handle, "nvmlDeviceGetTemperatureV")
         if sensor != pynvml.NVML_TEMPERATURE_GPU:
-            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         if version != pynvml.nvmlTemperature_v1:
-            raise _error(pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
+            raise nvml_error(pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
         return round(gpu.temp_c)
 
     def nvmlDeviceGetClockInfo(self, handle: Any, clock_type: int) -> int:
@@ -324,7 +228,7 @@ class SimulatedNvml:
             return round(gpu.spec.sm_clock_max_mhz * gpu.clock_factor)
         if clock_type == pynvml.NVML_CLOCK_MEM:
             return gpu.spec.mem_clock_mhz
-        raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
 
     def nvmlDeviceGetMaxClockInfo(self, handle: Any, clock_type: int) -> int:
         gpu = self._gpu(handle, "nvmlDeviceGetMaxClockInfo")
@@ -332,7 +236,7 @@ class SimulatedNvml:
             return gpu.spec.sm_clock_max_mhz
         if clock_type == pynvml.NVML_CLOCK_MEM:
             return gpu.spec.mem_clock_mhz
-        raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
 
     def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Any) -> int:
         return self._gpu(handle, "nvmlDeviceGetCurrentClocksEventReasons").reasons
@@ -343,7 +247,7 @@ class SimulatedNvml:
     def nvmlDeviceGetFanSpeed(self, handle: Any) -> int:
         gpu = self._gpu(handle, "nvmlDeviceGetFanSpeed")
         if not gpu.spec.has_fan:
-            raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return min(100, round(30 + 1.5 * (gpu.temp_c - gpu.spec.ambient_c)))
 
     # --- NVML: utilisation and memory --------------------------------------------------------
@@ -375,36 +279,15 @@ class SimulatedNvml:
     def nvmlDeviceGetPcieThroughput(self, handle: Any, counter: int) -> int:
         gpu = self._gpu(handle, "nvmlDeviceGetPcieThroughput")
         per_s = (
-            _PCIE_TX_BYTES_PER_S_AT_FULL_LOAD
+            PCIE_TX_BYTES_PER_S_AT_FULL_LOAD
             if counter == pynvml.NVML_PCIE_UTIL_TX_BYTES
-            else _PCIE_RX_BYTES_PER_S_AT_FULL_LOAD
+            else PCIE_RX_BYTES_PER_S_AT_FULL_LOAD
         )
         return round(gpu.busy * per_s / 1024)  # KB/s
 
     def nvmlDeviceGetFieldValues(self, handle: Any, field_ids: Sequence[int | tuple[int, int]]) -> Any:
         gpu = self._gpu(handle, "nvmlDeviceGetFieldValues")
-        readings: dict[int, tuple[int, str, float]] = {
-            pynvml.NVML_FI_DEV_MEMORY_TEMP: (
-                pynvml.NVML_VALUE_TYPE_UNSIGNED_INT,
-                "uiVal",
-                round(gpu.temp_c + gpu.spec.memory_temp_offset_c),
-            ),
-            pynvml.NVML_FI_DEV_PCIE_COUNT_TX_BYTES: (
-                pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG,
-                "ullVal",
-                int(gpu.pcie_tx_bytes),
-            ),
-            pynvml.NVML_FI_DEV_PCIE_COUNT_RX_BYTES: (
-                pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG,
-                "ullVal",
-                int(gpu.pcie_rx_bytes),
-            ),
-            pynvml.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION: (
-                pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG,
-                "ullVal",
-                int(gpu.energy_mj),
-            ),
-        }
+        readings = _field_readings(gpu)
         values = (pynvml.c_nvmlFieldValue_t * len(field_ids))()
         stamp_us = int(gpu.t_s * 1e6)
         for slot, fid in zip(values, field_ids, strict=True):
@@ -420,9 +303,9 @@ class SimulatedNvml:
     def nvmlDeviceGetNvLinkState(self, handle: Any, link: int) -> int:
         gpu = self._gpu(handle, "nvmlDeviceGetNvLinkState")
         if gpu.spec.nvlink_links == 0:
-            raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         if not 0 <= link < gpu.spec.nvlink_links:
-            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return pynvml.NVML_FEATURE_ENABLED
 
     def nvmlDeviceGetTotalEccErrors(self, handle: Any, error_type: int, counter_type: int) -> int:
@@ -447,50 +330,43 @@ class SimulatedNvml:
 
     # --- NVML: events ---------------------------------------------------------------------------
 
-    def nvmlEventSetCreate(self) -> _EventSet:
+    def nvmlEventSetCreate(self) -> EventSet:
         if self._init_count == 0:
-            raise _error(pynvml.NVML_ERROR_UNINITIALIZED)
-        event_set = _EventSet()
+            raise nvml_error(pynvml.NVML_ERROR_UNINITIALIZED)
+        event_set = EventSet()
         self._event_sets.append(event_set)
         return event_set
 
     def nvmlDeviceGetSupportedEventTypes(self, handle: Any) -> int:
         self._gpu(handle, "nvmlDeviceGetSupportedEventTypes")
-        return _XID | pynvml.nvmlEventTypeSingleBitEccError | pynvml.nvmlEventTypeDoubleBitEccError
+        return XID_EVENT | pynvml.nvmlEventTypeSingleBitEccError | pynvml.nvmlEventTypeDoubleBitEccError
 
-    def nvmlDeviceRegisterEvents(self, handle: Any, event_types: int, event_set: _EventSet) -> None:
+    def nvmlDeviceRegisterEvents(self, handle: Any, event_types: int, event_set: EventSet) -> None:
         gpu = self._gpu(handle, "nvmlDeviceRegisterEvents")
         index = gpu.handle.index
         event_set.registered[index] = event_set.registered.get(index, 0) | event_types
 
-    def nvmlEventSetWait(self, event_set: _EventSet, timeoutms: int) -> SimEventData:
+    def nvmlEventSetWait(self, event_set: EventSet, timeoutms: int) -> SimEventData:
         """Never blocks: with nothing queued it raises NVMLError_Timeout at once."""
         if not event_set.queue:
-            raise _error(pynvml.NVML_ERROR_TIMEOUT)
+            raise nvml_error(pynvml.NVML_ERROR_TIMEOUT)
         return event_set.queue.popleft()
 
-    def nvmlEventSetFree(self, event_set: _EventSet) -> None:
+    def nvmlEventSetFree(self, event_set: EventSet) -> None:
         if event_set in self._event_sets:
             self._event_sets.remove(event_set)
 
 
-def _settle(gpu: _Gpu) -> None:
-    """Power, clocks and reasons from the current busy fraction, temperature and limit."""
-    spec = gpu.spec
-    reasons = 0
-    if gpu.busy < 0.01:
-        reasons |= pynvml.nvmlClocksEventReasonGpuIdle
-    thermal_factor = 1.0
-    if gpu.temp_c >= spec.slowdown_temp_c:
-        reasons |= pynvml.nvmlClocksEventReasonHwThermalSlowdown
-        thermal_factor = max(0.4, 1.0 - 0.08 * (gpu.temp_c - spec.slowdown_temp_c + 1.0))
-    dynamic_w = (spec.tdp_w - spec.idle_power_w) * gpu.busy * thermal_factor
-    power_factor = 1.0
-    headroom_w = gpu.power_limit_w - spec.idle_power_w
-    if dynamic_w > headroom_w:
-        reasons |= pynvml.nvmlClocksEventReasonSwPowerCap
-        power_factor = max(0.0, headroom_w) / dynamic_w
-        dynamic_w = max(0.0, headroom_w)
-    gpu.power_w = spec.idle_power_w + dynamic_w
-    gpu.clock_factor = thermal_factor * power_factor
-    gpu.reasons = reasons
+def _field_readings(gpu: SimGpu) -> dict[int, tuple[int, str, float]]:
+    """Field id -> (NVML value type, c_nvmlValue_t member, value) for the fields this GPU models."""
+    unsigned, unsigned_long = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT, pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+    return {
+        pynvml.NVML_FI_DEV_MEMORY_TEMP: (
+            unsigned,
+            "uiVal",
+            round(gpu.temp_c + gpu.spec.memory_temp_offset_c),
+        ),
+        pynvml.NVML_FI_DEV_PCIE_COUNT_TX_BYTES: (unsigned_long, "ullVal", int(gpu.pcie_tx_bytes)),
+        pynvml.NVML_FI_DEV_PCIE_COUNT_RX_BYTES: (unsigned_long, "ullVal", int(gpu.pcie_rx_bytes)),
+        pynvml.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION: (unsigned_long, "ullVal", int(gpu.energy_mj)),
+    }

@@ -1,8 +1,8 @@
 """Synthetic store history: a fleet with incidents, written in the store's Parquet layout.
 
 ``<store>/<table>/date=YYYY-MM-DD/replica=<r>/<segment>.parquet`` for the tables
-signals, histograms, events, requests (+ ``replicas/<r>.json``), one compacted segment
-per (table, day, replica), as after the store's compaction. Histograms are binned from
+signals, signals_1m, histograms, histograms_1m, events, requests (+ ``replicas/<r>.json``),
+one compacted segment per (table, hour, replica), as after the store's compaction. Histograms are binned from
 the generated requests, so the ``requests`` table and the buckets agree exactly.
 
     .venv/bin/python benchmarks/gen_history.py --store /tmp/hist --replicas 20 --duration-s 86400
@@ -25,7 +25,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from exporters.store.compaction import ROLLUP_TABLE, write_atomic
+from exporters.store import rollups
+from exporters.store.compaction import write_atomic
+from exporters.store.schema import SCHEMAS
 from exporters.store.segments import partition_dir, segment_name
 
 # SGLang 0.5.23 default buckets, so list sizes (19-41) match a real store.
@@ -239,20 +241,6 @@ def _histogram_table(fleet: Fleet, name: str, f: dict, reqs: dict, rng: np.rando
     return pa.concat_tables(parts)
 
 
-def _minute_rollup(histograms: pa.Table) -> pa.Table:
-    """One row per (minute, series): buckets, sum, count and interval_s summed, as the store's rollup."""
-    minute = pc.floor_temporal(histograms.column("ts"), unit="minute")
-    table = histograms.set_column(0, "ts", minute).to_pandas()
-    keys = ["ts", "replica", "engine", "model", "region", "gpu_type", "metric", "signal", "labels"]
-    table["counts"] = table["counts"].map(np.asarray)
-    grouped = table.groupby(keys, observed=True, sort=True)
-    out = grouped.agg(bounds=("bounds", "first"), sum=("sum", "sum"), count=("count", "sum"),
-                      interval_s=("interval_s", "sum")).reset_index()  # fmt: skip
-    out["counts"] = [list(np.sum(np.stack(v.to_list()), axis=0)) for _, v in grouped["counts"]]
-    out["bounds"] = out["bounds"].map(list)
-    return pa.Table.from_pandas(out[histograms.column_names], preserve_index=False)
-
-
 def _request_table(fleet: Fleet, name: str, f: dict, reqs: dict) -> pa.Table:
     t = f["t"][reqs["row"]]
     ids = [f"{name}-{i}" for i in range(t.size)]
@@ -290,10 +278,16 @@ def _events(fleet: Fleet, lives: list[tuple[int, int]]) -> list[tuple[int, int, 
 
 
 def _write_days(store: Path, table: str, name: str, data: pa.Table) -> None:
-    """One compacted segment per (UTC day, hour), named as the store's compaction names them."""
+    """One compacted segment per (UTC day, hour), named as the store's compaction names them.
+    A rollup table gets what compaction stores for that hour: the raw rows as partials,
+    re-summed per minute by the store's own ``rollups.resum``."""
     hours = pc.floor_temporal(data.column("ts"), unit="hour").to_numpy(zero_copy_only=False)
     for n, hour in enumerate(np.unique(hours)):
         part = data.filter(pa.array(hours == hour))
+        if table == rollups.SIGNALS_1M:
+            part = rollups.resum(table, rollups.signals_as_partials(part))
+        elif table == rollups.HISTOGRAMS_1M:
+            part = rollups.resum(table, part.cast(SCHEMAS["histograms"]))
         stamp = pd_hour(hour)
         folder = partition_dir(store, table, stamp.strftime("%Y-%m-%d"), name)
         seq = 1_000_000 * (n + 1)
@@ -311,10 +305,12 @@ def generate(store: Path, fleet: Fleet) -> None:
         name = _name(i)
         f = _replica_frame(fleet, i, start, stop, rng)
         reqs = _requests(fleet, f, rng)
-        _write_days(store, "signals", name, _signal_table(fleet, name, f, reqs, rng))
+        signals = _signal_table(fleet, name, f, reqs, rng)
+        _write_days(store, "signals", name, signals)
+        _write_days(store, rollups.SIGNALS_1M, name, signals)
         histograms = _histogram_table(fleet, name, f, reqs, rng)
         _write_days(store, "histograms", name, histograms)
-        _write_days(store, ROLLUP_TABLE, name, _minute_rollup(histograms))
+        _write_days(store, rollups.HISTOGRAMS_1M, name, histograms)
         _write_days(store, "requests", name, _request_table(fleet, name, f, reqs))
         (store / "replicas").mkdir(parents=True, exist_ok=True)
         identity = {"replica": name, "engine": ENGINE, "model": MODEL, "region": REGION, "gpu_type": GPU}

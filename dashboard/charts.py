@@ -82,7 +82,8 @@ def series_chart(
     colours: alt.Scale | None = None,
 ) -> alt.LayerChart:
     """One line per replica of ``column`` (mean, rate...) for the panel's signal."""
-    part = df.loc[df["signal"].isin(panel.signals)] if not df.empty else df
+    # Only the drawn columns: each chart's rows are serialised into the page.
+    part = df.loc[df["signal"].isin(panel.signals), ["t", "replica", column]] if not df.empty else df
     lines = (
         alt.Chart(part)
         .mark_line(interpolate="step-after")

@@ -37,82 +37,125 @@ _FILTER = """ts >= $t0 AND ts < $t1
     AND ($model = '' OR model = $model)"""
 
 
-def _latency_sql(table: str) -> str:
-    """Quantiles of bucket counts summed (store macro ``sum_buckets``) per time bucket and
-    series; rows with another bucket layout (another engine) form their own group."""
+# ``<view>_in($t0, $t1)`` (store macros) open only the files of the window's hours.
+_HISTOGRAMS = {"raw": "histograms_in($t0, $t1)", "1m": "histograms_1m_partials_in($t0, $t1)"}
+
+
+def _latency_sql(source: str, signal_filter: str = "signal = $signal") -> str:
+    """Quantiles of bucket counts summed (store macro ``sum_buckets``) per time bucket, series
+    and signal; rows with another bucket layout (another engine) form their own group. The
+    rollup is read as partials: summing them here equals summing the finished minutes."""
     return f"""
 WITH lists AS (
     SELECT time_bucket(to_seconds($bucket_s), ts) AS t,
            CASE WHEN $per_replica THEN replica ELSE '{FLEET}' END AS replica,
-           bounds, sum_buckets(counts) AS counts
-    FROM {table}
-    WHERE signal = $signal AND {_FILTER}
+           signal, bounds, sum_buckets(counts) AS counts
+    FROM {source}
+    WHERE {signal_filter} AND {_FILTER}
     GROUP BY ALL
 )
-SELECT t, replica,
+SELECT t, replica, signal,
        histogram_quantile(0.5, bounds, counts) AS p50,
        histogram_quantile(0.95, bounds, counts) AS p95,
        histogram_quantile(0.99, bounds, counts) AS p99,
        counts[-1] AS observations
 FROM lists
 WHERE counts[-1] > 0
-ORDER BY t, replica"""
+ORDER BY signal, t, replica"""
 
 
 # Raw per-scrape rows (any bucket width) and the store's minute rollup (bucket_s multiple of 60).
-LATENCY_QUANTILES_SQL = _latency_sql("histograms")
-LATENCY_QUANTILES_1M_SQL = _latency_sql("histograms_1m")
+LATENCY_QUANTILES_SQL = _latency_sql(_HISTOGRAMS["raw"])
+LATENCY_QUANTILES_1M_SQL = _latency_sql(_HISTOGRAMS["1m"])
+# Every signal of ``$signals`` in one query (the incident view's latency panels).
+_MANY = "list_contains($signals, signal)"
+LATENCIES_SQL = {src: _latency_sql(table, _MANY) for src, table in _HISTOGRAMS.items()}
 
 WINDOW_QUANTILE_SQL = f"""
 WITH lists AS (
     SELECT bounds, sum_buckets(counts) AS counts
-    FROM histograms_1m WHERE signal = $signal AND {_FILTER} GROUP BY bounds
+    FROM histograms_1m_partials_in($t0, $t1) WHERE signal = $signal AND {_FILTER} GROUP BY bounds
 )
 SELECT bounds, counts, histogram_quantile($q, bounds, counts) AS value, counts[-1] AS observations
 FROM lists ORDER BY observations DESC"""
 
-SIGNAL_SERIES_SQL = f"""
+# Per bucket: gauge mean/peak/low; counters as exact rates Σincrease / Σinterval_s.
+_SERIES_COLUMNS = {
+    "raw": """avg(value) AS mean, max(value) AS peak, min(value) AS low,
+       sum(value) / nullif(sum(interval_s), 0) AS rate""",
+    "1m": """sum(value_sum) / nullif(sum(n), 0) AS mean, max(value_max) AS peak,
+       min(value_min) AS low, sum(value_sum) / nullif(sum(interval_s), 0) AS rate""",
+}
+_SIGNALS = {"raw": "signals_in($t0, $t1)", "1m": "signals_1m_partials_in($t0, $t1)"}
+SIGNAL_SERIES_SQLS = {
+    src: f"""
 SELECT time_bucket(to_seconds($bucket_s), ts) AS t, replica, signal,
-       avg(value) AS mean, max(value) AS peak, min(value) AS low,
-       sum(value) / nullif(sum(interval_s), 0) AS rate
-FROM signals
+       {_SERIES_COLUMNS[src]}
+FROM {_SIGNALS[src]}
 WHERE list_contains($signals, signal) AND {_FILTER}
 GROUP BY ALL ORDER BY t, replica, signal"""
+    for src in ("raw", "1m")
+}
+SIGNAL_SERIES_SQL = SIGNAL_SERIES_SQLS["raw"]
+SIGNAL_SERIES_1M_SQL = SIGNAL_SERIES_SQLS["1m"]
 
-REPLICA_COUNT_SQL = f"""
+_UP = {"raw": "value > 0", "1m": "value_max > 0"}
+REPLICA_COUNT_SQLS = {
+    src: f"""
 SELECT time_bucket(to_seconds($bucket_s), ts) AS t,
-       count(DISTINCT replica) FILTER (WHERE value > 0) AS replicas_up,
+       count(DISTINCT replica) FILTER (WHERE {_UP[src]}) AS replicas_up,
        count(DISTINCT replica) AS replicas_reporting
-FROM signals
+FROM {_SIGNALS[src]}
 WHERE signal = 'engine_up' AND {_FILTER}
 GROUP BY ALL ORDER BY t"""
+    for src in ("raw", "1m")
+}
+REPLICA_COUNT_SQL = REPLICA_COUNT_SQLS["raw"]
 
 EVENTS_SQL = f"""
 SELECT ts, replica, kind, detail, replica_count
-FROM events
+FROM events_in($t0, $t1)
 WHERE (len($kinds) = 0 OR list_contains($kinds, kind)) AND {_FILTER}
 ORDER BY ts, replica"""
 
 SLOWEST_REQUESTS_SQL = f"""
 SELECT ts, replica, request_id, ttft_s, e2e_s, queue_time_s, prompt_tokens,
        completion_tokens, cached_tokens, finish_reason
-FROM requests
+FROM requests_in($t0, $t1)
 WHERE {_FILTER}
 ORDER BY e2e_s DESC NULLS LAST
 LIMIT $limit"""
 
 REQUEST_LATENCIES_SQL = f"""
-SELECT ts, replica, ttft_s, e2e_s FROM requests WHERE {_FILTER}"""
+SELECT ts, replica, ttft_s, e2e_s FROM requests_in($t0, $t1) WHERE {_FILTER}"""
 
-TIME_RANGE_SQL = "SELECT min(ts) AS first_ts, max(ts) AS last_ts FROM signals"
+# Whole-store summaries. The time range reads only the oldest and the newest hour's files; the
+# ``_1M`` forms read the small signals rollup (exact: it keeps each minute's first and last row
+# time) and need a store whose rollup is complete.
+_SPAN = "enginescope_hour_span('{table}')[{i}]"
+
+
+def _time_range_sql(view: str, table: str, first: str, last: str) -> str:
+    lo, hi = _SPAN.format(table=table, i=1), _SPAN.format(table=table, i=2)
+    return f"""
+SELECT (SELECT min({first}) FROM {view}_in({lo}, {lo})) AS first_ts,
+       (SELECT max({last}) FROM {view}_in({hi}, {hi})) AS last_ts"""
+
+
+TIME_RANGE_SQL = _time_range_sql("signals", "signals", "ts", "ts")
+TIME_RANGE_1M_SQL = _time_range_sql("signals_1m_partials", "signals_1m", "first_ts", "last_ts")
 
 REPLICAS_SQL = """
 SELECT replica, any_value(model) AS model, any_value(engine) AS engine,
        any_value(gpu_type) AS gpu_type, min(ts) AS first_ts, max(ts) AS last_ts
 FROM signals GROUP BY replica ORDER BY replica"""
+REPLICAS_1M_SQL = """
+SELECT replica, any_value(model) AS model, any_value(engine) AS engine,
+       any_value(gpu_type) AS gpu_type, min(first_ts) AS first_ts, max(last_ts) AS last_ts
+FROM signals_1m_partials GROUP BY replica ORDER BY replica"""
 
 GPU_DEVICES_SQL = f"""
-SELECT * FROM gpu WHERE {_FILTER} ORDER BY ts, gpu_index"""
+SELECT * FROM gpu_in($t0, $t1) WHERE {_FILTER} ORDER BY ts, gpu_index"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +213,13 @@ PRESETS: dict[str, Preset] = {
             _window(bucket_s=60, signals=["queue_depth", "running_requests"]),
         ),
         Preset(
+            "signal_series_1m",
+            "Same as signal_series from the minute rollup (bucket_s a multiple of 60): exact mean, "
+            "peak, low and rate",
+            SIGNAL_SERIES_1M_SQL,
+            _window(bucket_s=60, signals=["queue_depth", "running_requests"]),
+        ),
+        Preset(
             "queue_depth",
             "Queue depth and running requests per replica per time bucket",
             SIGNAL_SERIES_SQL,
@@ -207,10 +257,10 @@ def run_preset(
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
     preset = PRESETS[name]
-    return _df(con, preset.sql, preset.bind(overrides))
+    return df(con, preset.sql, preset.bind(overrides))
 
 
-def _df(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any]) -> pd.DataFrame:
+def df(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any]) -> pd.DataFrame:
     """Execute on a fresh cursor (DuckDB connections are not thread-safe)."""
     return con.cursor().execute(sql, dict(params)).df()
 

@@ -56,6 +56,18 @@ def test_raw_and_rollup_presets_agree_on_minute_buckets(store: Path) -> None:
     assert np.allclose(raw["p99"], rollup["p99"]) and (raw["observations"] == rollup["observations"]).all()
 
 
+def test_generated_signal_rollup_matches_raw_series(store: Path) -> None:
+    """gen_history writes signals_1m with the store's own re-sum: same numbers as raw rows."""
+    con = open_connection(store)
+    names = ["queue_depth", "generation_tokens", "engine_up", "gpu_sm_clock_mhz"]
+    raw = queries.run_preset(con, "signal_series", {"signals": names, "bucket_s": 120})
+    rolled = queries.run_preset(con, "signal_series_1m", {"signals": names, "bucket_s": 120})
+    assert len(raw) == len(rolled) == 10 * 2 * len(names)  # 20 min in 2-min buckets, 2 replicas
+    for column in ("mean", "peak", "low", "rate"):
+        assert np.allclose(raw[column], rolled[column], rtol=1e-12, equal_nan=True)
+    assert (raw["t"] == rolled["t"]).all() and (raw["replica"] == rolled["replica"]).all()
+
+
 def test_filters_are_bound_not_formatted(store: Path) -> None:
     con = open_connection(store)
     hostile = ["replica-00' OR '1'='1"]

@@ -10,17 +10,16 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from exporters.store.rollups import SOURCE_OF, resum
 from exporters.store.segments import (
     TMP_PREFIX,
     Segment,
@@ -32,7 +31,6 @@ from exporters.store.segments import (
 log = logging.getLogger(__name__)
 
 HOUR_S = 3600
-ROLLUP_TABLE = "histograms_1m"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,44 +57,12 @@ def write_atomic(table: pa.Table, folder: Path, name: str) -> Path:
     return folder / name
 
 
-# Sums histogram rows per UTC minute and series; counts are summed element-wise (same bounds).
-_ROLLUP_SQL = """
-SELECT date_trunc('minute', ts) AS ts, replica, engine, model, region, gpu_type,
-       metric, signal, labels, bounds,
-       list_reduce(list(counts), lambda a, b: list_transform(a, lambda x, i: x + b[i])) AS counts,
-       sum(sum) AS sum, sum(count) AS count, sum(interval_s) AS interval_s
-FROM rows
-GROUP BY ALL
-ORDER BY ts
-"""
-
-
-_rollup_lock = threading.Lock()
-_rollup_con: duckdb.DuckDBPyConnection | None = None  # opening one costs ~30 ms: reuse it
-
-
-def rollup_minutes(rows: pa.Table) -> pa.Table:
-    """Histogram rows -> one row per (minute, replica, series, bounds) with summed buckets."""
-    global _rollup_con
-    if rows.num_rows == 0:
-        return rows
-    with _rollup_lock:
-        if _rollup_con is None:
-            _rollup_con = duckdb.connect()
-            _rollup_con.execute("SET TimeZone = 'UTC'")
-            _rollup_con.execute("SET threads = 1")  # a sidecar shares the host's cores
-        _rollup_con.register("rows", rows)
-        try:
-            return _rollup_con.sql(_ROLLUP_SQL).to_arrow_table().cast(rows.schema)
-        finally:
-            _rollup_con.unregister("rows")
-
-
 def _merge(folder: Path, sources: list[Segment]) -> pa.Table:
     tables = [pq.read_table(folder / seg.name) for seg in sources]
     merged = pa.concat_tables(tables, promote_options="permissive")
-    if folder.parent.parent.name == ROLLUP_TABLE:
-        return rollup_minutes(merged)
+    table = folder.parent.parent.name
+    if table in SOURCE_OF:
+        return resum(table, merged)
     if merged.num_rows and "ts" in merged.column_names:
         merged = merged.take(pc.sort_indices(merged, [("ts", "ascending")]))
     return merged

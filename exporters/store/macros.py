@@ -51,15 +51,27 @@ _MACROS = (
        list_reduce(list(counts), lambda a, b: list_transform(a, lambda x, i: x + b[i]))""",
 )
 
-# Minute rollup: the writer stores per-flush partial sums per minute (re-summed when an hour
-# is compacted); this view finishes the sum, so each (minute, replica, series) is one row.
-_DERIVED_VIEWS = (
-    """CREATE OR REPLACE VIEW histograms_1m AS
-       SELECT ts, replica, engine, model, region, gpu_type, metric, signal, labels, bounds,
-              sum_buckets(counts) AS counts, sum(sum) AS sum, sum(count) AS count,
-              sum(interval_s) AS interval_s, date
-       FROM histograms_1m_partials
-       GROUP BY ALL""",
+# Minute rollups: the writer stores per-flush partials per minute (re-summed when an hour is
+# compacted); these views finish the sum, so each (minute, replica, series) is one row. The
+# ``_in(t0, t1)`` macros read only the files of the window (see ``reader``).
+_HISTOGRAMS_1M = """
+    SELECT ts, replica, engine, model, region, gpu_type, metric, signal, labels, bounds,
+           sum_buckets(counts) AS counts, sum(sum) AS sum, sum(count) AS count,
+           sum(interval_s) AS interval_s, date
+    FROM {source} GROUP BY ALL"""
+_SIGNALS_1M = """
+    SELECT ts, replica, engine, model, region, gpu_type, signal, labels,
+           sum(n) AS n, sum(value_sum) AS value_sum, min(value_min) AS value_min,
+           max(value_max) AS value_max, arg_max_null(value_last, last_ts) AS value_last,
+           min(first_ts) AS first_ts, max(last_ts) AS last_ts, sum(interval_s) AS interval_s, date
+    FROM {source} GROUP BY ALL"""
+_DERIVED_VIEWS = tuple(
+    statement
+    for name, body in (("histograms_1m", _HISTOGRAMS_1M), ("signals_1m", _SIGNALS_1M))
+    for statement in (
+        f"CREATE OR REPLACE VIEW {name} AS {body.format(source=f'{name}_partials')}",
+        f"CREATE OR REPLACE MACRO {name}_in(t0, t1) AS TABLE {body.format(source=f'{name}_partials_in(t0, t1)')}",
+    )
 )
 
 

@@ -1,15 +1,23 @@
 """Read side: an in-memory DuckDB connection with views over the store's Parquet files.
 
-Each view reads ``read_parquet(enginescope_files('<table>'))``: a Python function that lists
-the currently visible segments (see ``segments``) every time a query binds the view, so new
-files show up on the next query and compaction never double counts. The first file of every
-list is a small typed "anchor" (no rows) kept outside the store, so an empty or missing store
-still has typed views.
+Each view reads ``read_parquet(enginescope_files('<table>', NULL, NULL))``: a Python function
+that lists the currently visible segments (see ``segments``) every time a query binds the view,
+so new files show up on the next query and compaction never double counts. The first file of
+every list is a small typed "anchor" (no rows) kept outside the store, so an empty or missing
+store still has typed views.
+
+Each view ``<v>`` also has a table macro ``<v>_in(t0, t1)``: the same rows, but only files whose
+UTC hour can hold a row in ``[t0, t1]`` are opened (the date folder and the hour in the segment
+name tell). Windowed queries should read ``signals_in($t0, $t1)`` and still filter on ``ts``.
+``enginescope_hour_span(table)`` is [start of the oldest hour, start of the newest hour] with
+files, ``enginescope_rollup_complete(rollup, t0, t1)`` whether the rollup has a file for every
+hour of its source table in the window; both only list folders.
 """
 
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import functools
 import logging
 import shutil
@@ -21,11 +29,16 @@ import duckdb
 import pyarrow.parquet as pq
 
 from exporters.store import macros, schema
-from exporters.store.segments import visible_files
+from exporters.store.segments import hour_span, rollup_covers, visible_files
 
 log = logging.getLogger(__name__)
 
 VIEW_TABLES = ("samples", "histograms", "signals", "events", "gpu", "requests")
+# view name -> store table whose files it reads; rollup partials get finishing views in ``macros``.
+_FILE_VIEWS = {name: name for name in VIEW_TABLES} | {
+    "histograms_1m_partials": "histograms_1m",
+    "signals_1m_partials": "signals_1m",
+}
 _ANCHOR_DATE = "1970-01-01"
 _ANCHOR_REPLICA = "__anchor__"
 
@@ -49,15 +62,39 @@ def open_store(store_dir: str | Path, sandbox: bool = False) -> duckdb.DuckDBPyC
 
         prefix, anchor_prefix = mount_read_only(con, store, anchors)
 
-    def files(table: str) -> list[str]:
+    def files(table: str, t0: dt.datetime | None, t1: dt.datetime | None) -> list[str]:
         paths = [f"{anchor_prefix}/{_anchor_relpath(table)}"]
-        paths.extend(prefix + p[len(str(store)) :] for p in visible_files(store, table))
+        found = visible_files(store, table, _epoch_s(t0), _epoch_s(t1))
+        paths.extend(prefix + p[len(str(store)) :] for p in found)
         return paths
 
-    con.create_function("enginescope_files", files, ["VARCHAR"], "VARCHAR[]", side_effects=False)
-    for view in VIEW_TABLES:
-        con.execute(f"CREATE VIEW {view} AS {_view_sql(view)}")
-    con.execute(f"CREATE VIEW histograms_1m_partials AS {_view_sql('histograms_1m')}")
+    def rollup_complete(table: str, t0: dt.datetime | None, t1: dt.datetime | None) -> bool:
+        return rollup_covers(store, table, _epoch_s(t0), _epoch_s(t1))
+
+    def span(table: str) -> list[dt.datetime] | None:
+        hours = hour_span(store, table)
+        return None if hours is None else [dt.datetime.fromtimestamp(h, dt.UTC) for h in hours]
+
+    window_args = ["VARCHAR", "TIMESTAMPTZ", "TIMESTAMPTZ"]
+    con.create_function(
+        "enginescope_files", files, window_args, "VARCHAR[]", null_handling="special", side_effects=False
+    )
+    con.create_function(
+        "enginescope_rollup_complete", rollup_complete, window_args, "BOOLEAN", null_handling="special"
+    )
+    con.create_function(
+        "enginescope_hour_span",
+        span,
+        ["VARCHAR"],
+        "TIMESTAMPTZ[]",
+        null_handling="special",
+        side_effects=False,
+    )
+    # Footers of immutable segment files: read once per connection, not once per query.
+    con.execute("SET parquet_metadata_cache = true")
+    for view, table in _FILE_VIEWS.items():
+        con.execute(f"CREATE VIEW {view} AS {_view_sql(table, 'NULL', 'NULL')}")
+        con.execute(f"CREATE MACRO {view}_in(t0, t1) AS TABLE {_view_sql(table, 't0', 't1')}")
     macros.register(con)
     if sandbox:
         from exporters.store.sandbox import lock_down
@@ -66,13 +103,18 @@ def open_store(store_dir: str | Path, sandbox: bool = False) -> duckdb.DuckDBPyC
     return con
 
 
-def _view_sql(table: str) -> str:
+def _epoch_s(value: dt.datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _view_sql(table: str, t0: str, t1: str) -> str:
     replace = ", ".join(
         f"{col}::JSON AS {col}" for col in schema.JSON_COLUMNS if col in schema.SCHEMAS[table].names
     )
     star = f"* REPLACE ({replace})" if replace else "*"
     return (
-        f"SELECT {star} FROM read_parquet(enginescope_files('{table}'), "
+        f"SELECT {star} FROM read_parquet("
+        f"enginescope_files('{table}', {t0}::TIMESTAMPTZ, {t1}::TIMESTAMPTZ), "
         "union_by_name = true, hive_partitioning = true, hive_types = {'date': DATE})"
     )
 

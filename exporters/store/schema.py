@@ -63,6 +63,22 @@ SIGNALS = pa.schema(
         pa.field("labels", pa.string()),
     ]
 )
+# Minute rollup of ``signals`` (see ``rollups``): partial aggregates that re-sum exactly.
+SIGNALS_1M = pa.schema(
+    COMMON_FIELDS
+    + [
+        pa.field("signal", pa.string()),
+        pa.field("labels", pa.string()),
+        pa.field("n", pa.int64()),
+        pa.field("value_sum", pa.float64()),
+        pa.field("value_min", pa.float64()),
+        pa.field("value_max", pa.float64()),
+        pa.field("value_last", pa.float64()),
+        pa.field("first_ts", TS_TYPE),
+        pa.field("last_ts", TS_TYPE),
+        pa.field("interval_s", pa.float64()),
+    ]
+)
 EVENTS = pa.schema(
     COMMON_FIELDS
     + [
@@ -114,6 +130,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "histograms": HISTOGRAMS,
     "histograms_1m": HISTOGRAMS,  # per-minute partial sums written next to ``histograms``
     "signals": SIGNALS,
+    "signals_1m": SIGNALS_1M,  # per-minute partial aggregates written next to ``signals``
     "events": EVENTS,
     "gpu": GPU_BASE,
     "requests": REQUESTS,

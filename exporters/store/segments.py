@@ -24,8 +24,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from exporters.store.rollups import SOURCE_OF
+
 SEGMENT_RE = re.compile(r"^h(\d{2})_(\d{16})_(\d{16})\.parquet$")
 TMP_PREFIX = ".tmp-"
+HOUR_S = 3600
+DAY_S = 86400
 _SAFE = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_"
 
 
@@ -80,22 +84,92 @@ def split_visible(segments: list[Segment]) -> tuple[list[Segment], list[tuple[Se
     return sorted(visible), hidden
 
 
-def partition_folders(store_dir: Path, table: str) -> list[Path]:
-    """Every ``date=*/replica=*`` folder of ``table``, oldest date first."""
+def partition_folders(
+    store_dir: Path, table: str, t0_s: float | None = None, t1_s: float | None = None
+) -> list[Path]:
+    """Every ``date=*/replica=*`` folder of ``table``, oldest date first; with bounds, only the
+    dates that can hold a row in ``[t0_s, t1_s]`` (an unparsable date folder is kept)."""
     table_dir = store_dir / table
     folders: list[Path] = []
     for date_dir in _subdirs(table_dir, "date="):
+        day_s = _date_start_s(date_dir.name)
+        if day_s is not None and not _overlaps(day_s, DAY_S, t0_s, t1_s):
+            continue
         folders.extend(_subdirs(date_dir, "replica="))
     return folders
 
 
-def visible_files(store_dir: Path, table: str) -> list[str]:
-    """Absolute paths of the files a reader should scan now for ``table``."""
-    paths: list[str] = []
-    for folder in partition_folders(store_dir, table):
-        visible, _ = split_visible(list_segments(folder))
-        paths.extend(str(folder / seg.name) for seg in visible)
-    return paths
+def visible_files(
+    store_dir: Path, table: str, t0_s: float | None = None, t1_s: float | None = None
+) -> list[str]:
+    """Absolute paths of the files a reader should scan now for ``table``.
+
+    With ``t0_s``/``t1_s`` (epoch seconds, either may be None = unbounded) only files whose
+    hour can hold a row with ``t0_s <= ts <= t1_s`` are listed. Visibility is decided per hour,
+    so leaving whole hours out never un-hides a file another one covers."""
+    return [
+        os.path.join(folder, seg.name)
+        for folder, segments in _visible_by_folder(store_dir, table, t0_s, t1_s)
+        for seg in segments
+    ]
+
+
+def rollup_covers(store_dir: Path, rollup: str, t0_s: float | None, t1_s: float | None) -> bool:
+    """True when every (date, replica, hour) holding a file of the rollup's source table in the
+    window also holds a file of ``rollup`` (a store written before the rollup existed does not)."""
+
+    def hours(table: str) -> set[tuple[str, str, int]]:
+        return {
+            (folder.parent.name, folder.name, seg.hour)
+            for folder, segments in _visible_by_folder(store_dir, table, t0_s, t1_s)
+            for seg in segments
+        }
+
+    return hours(SOURCE_OF[rollup]) <= hours(rollup)
+
+
+def hour_span(store_dir: Path, table: str) -> tuple[float, float] | None:
+    """Start of the oldest and of the newest UTC hour holding a visible file of ``table``
+    (listing only: the oldest and newest rows lie in those hours' files)."""
+    starts: list[float] = []
+    dates = [d for d in _subdirs(store_dir / table, "date=") if _date_start_s(d.name) is not None]
+    for ordered in (dates, dates[::-1]):
+        for date_dir in ordered:
+            day_s = _date_start_s(date_dir.name)
+            hours = [
+                s.hour for r in _subdirs(date_dir, "replica=") for s in split_visible(list_segments(r))[0]
+            ]
+            if hours and day_s is not None:
+                starts.append(day_s + (min(hours) if ordered is dates else max(hours)) * HOUR_S)
+                break
+    return (starts[0], starts[1]) if len(starts) == 2 else None
+
+
+def _visible_by_folder(
+    store_dir: Path, table: str, t0_s: float | None, t1_s: float | None
+) -> list[tuple[Path, list[Segment]]]:
+    out = []
+    bounded = t0_s is not None or t1_s is not None
+    for folder in partition_folders(store_dir, table, t0_s, t1_s):
+        day_s = _date_start_s(folder.parent.name)
+        segments = list_segments(folder)
+        if bounded and day_s is not None:
+            segments = [s for s in segments if _overlaps(day_s + s.hour * HOUR_S, HOUR_S, t0_s, t1_s)]
+        out.append((folder, split_visible(segments)[0]))
+    return out
+
+
+def _overlaps(start_s: float, length_s: float, t0_s: float | None, t1_s: float | None) -> bool:
+    """Does ``[start_s, start_s + length_s)`` meet the closed window ``[t0_s, t1_s]``?"""
+    return (t1_s is None or start_s <= t1_s) and (t0_s is None or start_s + length_s > t0_s)
+
+
+def _date_start_s(dirname: str) -> float | None:
+    try:
+        day = datetime.strptime(dirname.removeprefix("date="), "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return day.timestamp()
 
 
 def _subdirs(folder: Path, prefix: str) -> list[Path]:

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from collectors.model import Batch, HistogramRow, Identity
-from exporters.store import compaction, schema
+from collectors.model import Batch, Identity
+from exporters.store import compaction, rollups, schema
 from exporters.store.compaction import CompactionPolicy, CompactionStats
 from exporters.store.segments import (
     list_segments,
@@ -136,10 +136,10 @@ class StoreWriter:
                 folder = partition_dir(self.store_dir, table, date_key, replica)
                 arrow = schema.to_arrow(table, group)
                 self._write_segment(folder, hour, arrow)
-                if table == "histograms":
-                    rollup_dir = partition_dir(self.store_dir, compaction.ROLLUP_TABLE, date_key, replica)
-                    partials = schema.to_arrow(compaction.ROLLUP_TABLE, _minute_partials(group))
-                    self._write_segment(rollup_dir, hour, partials)
+                if table in rollups.ROLLUP_OF:
+                    rollup = rollups.ROLLUP_OF[table]
+                    rollup_dir = partition_dir(self.store_dir, rollup, date_key, replica)
+                    self._write_segment(rollup_dir, hour, _minute_partials(table, group))
                 written += len(group)
         self.rows_written += written
         if written:
@@ -202,31 +202,11 @@ def _partition(rows: Rows) -> dict[tuple[str, str, int], Rows]:
     return groups
 
 
-def _minute_partials(rows: Rows) -> Rows:
-    """Sum one flush's histogram rows per (identity, minute, series, bounds): few rows, plain Python."""
-    sums: dict[tuple, HistogramRow] = {}
-    for ident, row in rows:
-        minute_s = row.ts_s - row.ts_s % 60
-        key = (ident, minute_s, row.metric, row.signal, row.labels, row.bounds)
-        acc = sums.get(key)
-        if acc is None or len(acc.counts) != len(row.counts):
-            sums[key] = HistogramRow(
-                minute_s,
-                row.metric,
-                row.labels,
-                row.bounds,
-                row.counts,
-                row.sum,
-                row.count,
-                row.interval_s,
-                row.signal,
-            )
-            continue
-        acc.counts = tuple(a + b for a, b in zip(acc.counts, row.counts, strict=True))
-        acc.sum += row.sum
-        acc.count += row.count
-        acc.interval_s += row.interval_s
-    return [(key[0], row) for key, row in sums.items()]
+def _minute_partials(table: str, rows: Rows) -> Any:
+    """Flush-time partials of the minute rollup of ``table`` (same hour as ``rows``)."""
+    if table == "histograms":
+        return schema.to_arrow(rollups.HISTOGRAMS_1M, rollups.histogram_partials(rows))
+    return rollups.signal_partials(rows)
 
 
 def _iso(ts_s: float) -> str:

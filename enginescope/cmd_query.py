@@ -16,7 +16,10 @@ from typing import Any
 
 from enginescope.cli import CliError
 
-HELP = "Query the store with SQL (views: samples, histograms, histograms_1m, signals, events, gpu, requests)."
+HELP = (
+    "Query the store with SQL (views: samples, histograms, histograms_1m, signals, signals_1m, events, gpu,"
+    " requests; X_in(t0, t1) reads only the files of a time window)."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

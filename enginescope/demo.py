@@ -5,6 +5,10 @@ and autoscaler, the router and the load generator; each replica's sidecar scrape
 over HTTP from a thread and writes the shared store. Ground truth per request goes to
 ``<store>/groundtruth/<replica>.jsonl`` so tests can check what the store reconstructs, and the
 load generator's client-side records to ``<store>/loadgen/requests.jsonl``.
+
+With a recipe the fleet runs the recipe's simulation profile and autoscaling (the scenario's load
+rescaled to that profile, the cold start compressed for the demo) and the recipe is copied to
+``<store>/recipe.toml`` so its SLOs travel with the store.
 """
 
 from __future__ import annotations
@@ -12,14 +16,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from simfleet.autoscaler import AutoscalerConfig
 from simfleet.fleet import Fleet, FleetConfig
 from simfleet.loadgen import LoadConfig, LoadGenerator, RequestResult, write_results
-from simfleet.scenarios import Scenario, ScenarioContext, get_scenario
+from simfleet.scenarios import DEMO_MAX_COLD_START_S, Scenario, ScenarioContext, for_recipe, get_scenario
 
 # Headless runs stop arrivals this long before the end so requests finish before the final scrape.
 _TAIL_S = 8.0
@@ -35,6 +42,8 @@ class DemoOptions:
     scrape_interval_s: float = 1.0
     seed: int = 0
     print_fn: Callable[[str], None] = print
+    recipe: Any | None = None  # recipes.schema.Recipe: its profile, autoscaling and SLOs
+    max_cold_start_s: float = DEMO_MAX_COLD_START_S  # recipe profiles only
 
 
 @dataclass
@@ -55,8 +64,8 @@ class _Progress:
 
 
 async def run_demo(options: DemoOptions) -> DemoResult:
-    scenario = get_scenario(options.scenario)
     progress = _Progress(options.print_fn)
+    scenario = _scenario(options, progress)
     fleet = Fleet(_fleet_config(scenario, options), on_change=progress)
     result = DemoResult(scenario.name)
     progress(f"scenario {scenario.name}: {scenario.summary}")
@@ -116,6 +125,32 @@ async def _play(
         if not load_task.done():
             load_task.cancel()
         await asyncio.gather(load_task, timeline, watcher, return_exceptions=True)
+
+
+def _scenario(options: DemoOptions, progress: Callable[[str], None]) -> Scenario:
+    """The named scenario, with the recipe's profile and autoscaling when there is a recipe."""
+    scenario = get_scenario(options.scenario)
+    recipe = options.recipe
+    if recipe is None:
+        return scenario
+    autoscaler = AutoscalerConfig(**recipe.autoscaling.simfleet_kwargs())
+    scenario, derived = for_recipe(
+        scenario, recipe.simulation_profile(), autoscaler, options.max_cold_start_s
+    )
+    options.store_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(recipe.path, options.store_dir / "recipe.toml")  # SLOs travel with the store
+    slo = recipe.slo
+    cold = f"cold start {derived.cold_start_s:.0f}s"
+    if derived.demo_cold_start_s < derived.cold_start_s:
+        cold += f" compressed to {derived.demo_cold_start_s:.0f}s for the demo"
+    progress(
+        f"recipe {recipe.name}: {scenario.profile.model_name} on {recipe.gpu.modal_gpu}; {cold}; one replica "
+        f"serves ~{derived.capacity_rps:.1f} req/s at target concurrency {autoscaler.target_inputs}"
+    )
+    progress(
+        f"SLO p95: TTFT {slo.ttft_p95_s:g}s, ITL {slo.itl_p95_s:g}s, e2e {slo.e2e_p95_s:g}s (recipe.toml in the store)"
+    )
+    return scenario
 
 
 def _story_budget(options: DemoOptions, fleet: Fleet) -> float | None:

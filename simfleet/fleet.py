@@ -206,8 +206,18 @@ class Fleet:
             in_flight = [outstanding.get(r.task_id, 0) for r in self.live()]
             decision = self.autoscaler.decide(time.monotonic(), in_flight, self.router.backlog)
             self.decisions.append(decision)
-            if decision.desired != decision.current:
-                await self.scale_to(decision.desired, reason=decision.reason)
+            desired = decision.desired
+            if desired < decision.current:
+                desired = max(desired, self._within_first_window())
+            if desired != decision.current:
+                await self.scale_to(desired, reason=decision.reason)
+
+    def _within_first_window(self) -> int:
+        """Live replicas younger than the scale-down window: like a Modal container, a new one is
+        idle-timed from its start, so one started without load (min_containers = 0) is not
+        reclaimed during its own cold start."""
+        window_s = self.config.autoscaler.scaledown_window_s
+        return sum(1 for r in self.live() if time.time() - r.started_s < window_s)
 
     # --- one replica -----------------------------------------------------------------------
     async def _start_replica(self) -> Replica:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -9,18 +10,23 @@ from types import SimpleNamespace
 import pyarrow.parquet as pq
 import pytest
 
-from collectors.quantile import histogram_quantile
+from collectors.quantile import bucket_width_bound, histogram_quantile
+from enginescope import cmd_bench
 from enginescope.cli import CliError
 from enginescope.cmd_bench import (
     bucket_increase,
     client_row,
     engine_buckets,
     engine_quantiles,
+    meets_slo,
     parse_levels,
     write_bench,
 )
+from recipes.schema import load_recipe
+from simfleet.sgl_families import TTFT_BUCKETS_S
 
 FIXTURE = Path(__file__).parent / "fixtures/sglang/0.5.23-single-gpu/metrics.txt"
+CLASSIFIER = Path(__file__).resolve().parents[1] / "recipes" / "qwen3-8b-classifier-h100.toml"
 
 TWO_SERIES = """\
 # TYPE sglang:time_to_first_token_seconds histogram
@@ -104,3 +110,55 @@ def test_bench_rows_land_in_the_store(tmp_path):
     assert [(r["concurrency"], r["meets_slo"], r["recipe"]) for r in table] == [
         (1, True, "llama-3.1-8b-h100"), (2, True, "llama-3.1-8b-h100"), (4, False, "llama-3.1-8b-h100")]  # fmt: skip
     assert not list((tmp_path / "bench").glob(".tmp-*"))
+
+
+def test_itl_slo_is_judged_on_the_chosen_side() -> None:
+    recipe = load_recipe(CLASSIFIER)
+    row = {"client_ttft_p95_s": 0.05, "client_e2e_p95_s": 0.2, "failed": 0.0,
+           "client_itl_p95_s": 0.026, "engine_itl_p95_s": 0.008}  # fmt: skip
+    assert recipe.slo.itl_p95_s == 0.02
+    assert not meets_slo(row, recipe, "client") and meets_slo(row, recipe, "engine")
+    assert not meets_slo(row | {"engine_itl_p95_s": math.nan}, recipe, "engine")
+    assert not meets_slo(row | {"failed": 1.0}, recipe, "engine")
+
+
+STREAM_TICK_S = 0.025  # the simulated server releases streamed chunks on the engine's tick
+
+
+@pytest.mark.slow
+def test_simulated_sweep_trades_latency_for_throughput(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    cmd_bench.add_arguments(parser)
+    # The classifier's 4-token answers give hundreds of requests per 3 s level: stable quantiles.
+    args = parser.parse_args(["--recipe", str(CLASSIFIER), "--store", str(tmp_path), "--duration-s", "3"])
+    assert cmd_bench.run(args) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if "eng TTFT p95" in line)
+    assert [line.split()[0] for line in lines[header + 1 : header + 4]] == ["1", "4", "16"]
+    (path,) = (tmp_path / "bench").glob("*.parquet")
+    rows = pq.read_table(path).to_pylist()
+    assert [r["concurrency"] for r in rows] == [1, 4, 16]  # the short simulated default
+    assert {(r["target"], r["model"], r["recipe"]) for r in rows} == {
+        ("simulated", "qwen3-8b-classifier", "qwen3-8b-classifier-h100")}  # fmt: skip
+    assert all(r["failed"] == 0 and r["ok"] >= 20 and r["itl_slo_side"] == "engine" for r in rows)
+    assert rows[0]["meets_slo"]  # one request at a time is far inside the classifier's 150 ms TTFT SLO
+
+    rps = [r["throughput_rps"] for r in rows]
+    tps = [r["output_tps"] for r in rows]
+    assert rps[1] > 1.5 * rps[0] and rps[2] > 1.5 * rps[1], rps  # batching pays off...
+    assert tps == sorted(tps)
+    for key in ("client_ttft_p95_s", "client_e2e_p95_s"):  # ...in latency
+        values = [r[key] for r in rows]
+        assert values == sorted(values) and values[2] > 1.5 * values[0], (key, values)
+
+    for row in rows:
+        client, engine = row["client_ttft_p95_s"], row["engine_ttft_p95_s"]
+        # The engine's p95 is interpolated inside SGLang's TTFT bucket (the first spans 0-100 ms),
+        # and the client sees the first token up to one engine tick later, plus connection and
+        # event-loop time (a few ms).
+        bound = bucket_width_bound(engine, TTFT_BUCKETS_S) + STREAM_TICK_S + 0.02
+        assert abs(client - engine) <= bound, (row["concurrency"], client, engine, bound)
+        assert math.isfinite(row["engine_itl_p95_s"]) and row["engine_itl_p95_s"] > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import logging
 import subprocess
 import time
 from pathlib import Path
@@ -38,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     if args.headless and args.duration_s is None:
         raise CliError("--headless needs --duration-s")
     recipe = _load_recipe(args.recipe, args.scenario) if args.recipe is not None else None
+    if not getattr(args, "verbose", False):
+        _quiet_components()
     store = args.store or Path("enginescope-demo") / time.strftime("%Y%m%d-%H%M%S")
     store.mkdir(parents=True, exist_ok=True)
     dashboard = None if args.headless else _start_dashboard(store, args.port, args.recipe)
@@ -93,3 +96,12 @@ def _start_dashboard(store: Path, port: int, recipe: Path | None) -> subprocess.
     )
     print(f"dashboard: http://127.0.0.1:{port}  (store {store.resolve()})")
     return process
+
+
+def _quiet_components() -> None:
+    """The demo narrates phases itself; the sidecars' per-replica state lines would drown them.
+
+    Warnings (engine down, scrape errors) still show; ``enginescope -v demo`` shows everything.
+    """
+    for name in ("collectors", "enginescope.sidecar", "exporters"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 _GIB = float(1 << 30)
 _CUDA_CONTEXT_GIB = 0.9
 _GRAPH_CAPTURE_BUSY_FRACTION = 0.6  # CUDA graph capture keeps the GPU fairly busy
+_GRAPH_CAPTURE_INTENSITY = 0.5
+_DECODE_BASE_INTENSITY = 0.55
+_FULL_POWER_BATCH = 64  # decode batch at which the GPU draws close to TDP
 # columns of SchedulerRank.load_log entries: (t_s, busy_s, prompt tokens, generated tokens)
 _BUSY_S, _PROMPT_TOKENS, _GENERATED_TOKENS = 1, 2, 3
 
@@ -48,6 +51,22 @@ class EngineLoadFigures:
             )
             return _GRAPH_CAPTURE_BUSY_FRACTION if graph_start_s <= self._horizon_s else 0.0
         return min(1.0, self._window(window_s, _BUSY_S) / (window_s * len(self.ranks)))
+
+    def gpu_intensity(self, window_s: float = 1.0) -> float:
+        """Power drawn while busy relative to a compute-bound kernel (0..1).
+
+        Decode is memory-bound: an H100 decoding a batch of one draws roughly half its TDP while
+        NVML already reports 100% utilisation; large batches and prefill approach TDP.
+        """
+        if not self.ranks:
+            return _GRAPH_CAPTURE_INTENSITY
+        batch_share = self.num_running() / (_FULL_POWER_BATCH * len(self.ranks))
+        prefill_share = self._window(window_s, _PROMPT_TOKENS) / (
+            window_s * self.profile.prefill_tokens_per_s
+        )
+        return _DECODE_BASE_INTENSITY + (1.0 - _DECODE_BASE_INTENSITY) * min(
+            1.0, max(batch_share, prefill_share)
+        )
 
     def tokens_per_s(self, window_s: float = 1.0) -> float:
         """Prompt (computed) plus generated tokens per second over the window."""

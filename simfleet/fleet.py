@@ -78,6 +78,7 @@ class Replica:
     groundtruth: Any | None = None  # simfleet.groundtruth.GroundTruth
     healthy: bool = False
     gpu_busy: float = 0.0  # cached for NVML's load function, read from the sidecar thread
+    gpu_intensity: float = 1.0
     run_task: asyncio.Task[None] | None = None  # the engine's real-time driver
     tasks: list[asyncio.Task[None]] = field(default_factory=list)  # health watch, GPU coupling
 
@@ -313,7 +314,7 @@ class Fleet:
             dataclasses.replace(spec, uuid=_gpu_uuid(replica.task_id, index))
             for index in range(self.config.profile.tp_size)
         ]
-        return SimulatedNvml(devices, lambda: replica.gpu_busy)
+        return SimulatedNvml(devices, lambda: replica.gpu_busy, intensity_fn=lambda: replica.gpu_intensity)
 
     def _sidecar(self, replica: Replica) -> Any:
         from enginescope.sidecar import Sidecar, SidecarConfig
@@ -337,6 +338,7 @@ class Fleet:
         """GPU load follows the engine; a throttled SM clock slows the engine (TP waits for the slowest)."""
         while True:
             replica.gpu_busy = replica.engine.gpu_busy_fraction()
+            replica.gpu_intensity = replica.engine.gpu_intensity()
             factor = await asyncio.to_thread(replica.nvml.speed_factor)
             replica.engine.set_speed_factor(min(max(factor, 0.05), 1.0))
             await asyncio.sleep(0.5)

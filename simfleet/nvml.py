@@ -57,6 +57,7 @@ class SimulatedNvml:
         devices: Sequence[SimGpuSpec] = (SimGpuSpec(),),
         load_fns: Sequence[Callable[[], float]] | Callable[[], float] | None = None,
         *,
+        intensity_fn: Callable[[], float] | None = None,
         clock: Callable[[], float] = time.monotonic,
         driver_version: str = "550.54.15",
         init_error: int | None = None,
@@ -75,7 +76,8 @@ class SimulatedNvml:
         self._event_sets: list[EventSet] = []
         now = clock()
         self._gpus = [
-            new_gpu(i, spec, fn, now) for i, (spec, fn) in enumerate(zip(devices, fns, strict=True))
+            new_gpu(i, spec, fn, now, intensity_fn)
+            for i, (spec, fn) in enumerate(zip(devices, fns, strict=True))
         ]
 
     def __getattr__(self, name: str) -> Any:

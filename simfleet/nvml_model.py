@@ -61,6 +61,10 @@ class SimGpu:
     temp_c: float
     power_limit_w: float
     busy: float = 0.0  # 0-1, sampled from load_fn at each advance
+    # Power drawn while busy relative to a compute-bound kernel (0-1): small-batch decode keeps
+    # the GPU "utilised" (NVML counts any running kernel) at well under TDP.
+    intensity_fn: Callable[[], float] | None = None
+    intensity: float = 1.0
     power_w: float = 0.0
     clock_factor: float = 1.0  # SM clock relative to max (thermal x power cap)
     reasons: int = 0  # NVML clocks-event reason bits
@@ -71,7 +75,13 @@ class SimGpu:
     lost: bool = False
 
 
-def new_gpu(index: int, spec: SimGpuSpec, load_fn: Callable[[], float], now_s: float) -> SimGpu:
+def new_gpu(
+    index: int,
+    spec: SimGpuSpec,
+    load_fn: Callable[[], float],
+    now_s: float,
+    intensity_fn: Callable[[], float] | None = None,
+) -> SimGpu:
     """An idle GPU at its idle steady-state temperature."""
     digest = hashlib.sha1(f"simgpu-{index}-{spec.name}".encode()).hexdigest()
     uuid = spec.uuid or f"GPU-{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
@@ -81,6 +91,7 @@ def new_gpu(index: int, spec: SimGpuSpec, load_fn: Callable[[], float], now_s: f
         uuid=uuid,
         bus_id=spec.pci_bus_id or f"00000000:{index + 0x18:02X}:00.0",
         load_fn=load_fn,
+        intensity_fn=intensity_fn,
         t_s=now_s,
         temp_c=spec.ambient_c + spec.full_load_rise_c * spec.idle_power_w / spec.tdp_w,
         power_limit_w=spec.power_limit_w or spec.tdp_w,
@@ -105,6 +116,8 @@ def advance(gpu: SimGpu, now_s: float) -> None:
     gpu.temp_c += (target_c - gpu.temp_c) * (1.0 - math.exp(-dt_s / spec.thermal_tau_s))
     gpu.t_s = now_s
     gpu.busy = min(1.0, max(0.0, float(gpu.load_fn())))
+    if gpu.intensity_fn is not None:
+        gpu.intensity = min(1.0, max(0.0, float(gpu.intensity_fn())))
     settle(gpu)
 
 
@@ -119,7 +132,7 @@ def settle(gpu: SimGpu) -> None:
         reasons |= pynvml.nvmlClocksEventReasonHwThermalSlowdown
         over_c = gpu.temp_c - spec.slowdown_temp_c + 1.0
         thermal_factor = max(_MIN_THERMAL_CLOCK_FACTOR, 1.0 - _THERMAL_CLOCK_DROP_PER_C * over_c)
-    dynamic_w = (spec.tdp_w - spec.idle_power_w) * gpu.busy * thermal_factor
+    dynamic_w = (spec.tdp_w - spec.idle_power_w) * gpu.busy * gpu.intensity * thermal_factor
     power_factor = 1.0
     headroom_w = gpu.power_limit_w - spec.idle_power_w
     if dynamic_w > headroom_w:

@@ -255,3 +255,16 @@ def test_profile_mapping_round_trip_and_errors() -> None:
         EngineProfile.from_mapping({"spec_accept_length": 5.0})
     with pytest.raises(ProfileError, match="max_running_requests must be an integer"):
         EngineProfile.from_mapping({"max_running_requests": 2.5})
+
+
+def test_gpu_intensity_grows_with_decode_batch() -> None:
+    engine = ready_engine(seed=5)
+    engine.submit(200, max_new_tokens=400, output_tokens=400, stream=True)
+    engine.step(1.0)
+    one = engine.gpu_intensity()
+    for _ in range(63):
+        engine.submit(200, max_new_tokens=400, output_tokens=400, stream=True)
+    engine.step(1.0)
+    many = engine.gpu_intensity()
+    assert 0.55 <= one < 0.7
+    assert many > 0.9 and many <= 1.0

@@ -172,3 +172,19 @@ def test_field_values_report_per_field_status() -> None:
     assert tx.nvmlReturn == pynvml.NVML_SUCCESS and tx.value.ullVal == 3_000_000_000  # 1 s at 3 GB/s
     assert tx.timestamp == int(clock.now_s * 1e6)
     assert rx.nvmlReturn == pynvml.NVML_ERROR_NOT_SUPPORTED
+
+
+def test_small_batch_decode_is_fully_utilised_but_well_under_tdp() -> None:
+    clock = Clock()
+    intensity = [0.55]
+    sim = SimulatedNvml([SimGpuSpec()], [lambda: 1.0], intensity_fn=lambda: intensity[0], clock=clock)
+    sim.nvmlInit()
+    h = sim.nvmlDeviceGetHandleByIndex(0)
+    run(clock, sim, 5)
+    small_batch_w = sim.nvmlDeviceGetPowerUsage(h) / 1000
+    intensity[0] = 1.0
+    run(clock, sim, 5)
+    full_w = sim.nvmlDeviceGetPowerUsage(h) / 1000
+    assert sim.nvmlDeviceGetUtilizationRates(h).gpu == 100
+    assert small_batch_w == pytest.approx(70 + 630 * 0.55)
+    assert full_w == pytest.approx(700)

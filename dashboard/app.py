@@ -64,7 +64,7 @@ def render(store: str, state: ViewState) -> None:
     t0, t1 = state.window_bounds(*span)
     window = Window(t0, t1, state.replicas, state.model)
     st.caption(f"{t0:%Y-%m-%d %H:%M:%S} → {t1:%Y-%m-%d %H:%M:%S} UTC · {len(names)} replica(s) in the store")
-    colours = charts.replica_scale(names)
+    colours = charts.replica_colours(names)
     if state.view == "incident":
         views.render_incident(store, window, state, colours)
     elif state.view == "replica":

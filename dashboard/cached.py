@@ -13,7 +13,7 @@ import duckdb
 import pandas as pd
 import streamlit as st
 
-from dashboard import data
+from dashboard import data, diagnosis
 from dashboard.tail import TailCache
 
 RESULT_TTL_S = 5  # short: a store being written keeps growing; live mode reruns every few s
@@ -69,3 +69,20 @@ def request_latencies(store_dir: str, window: data.Window) -> pd.DataFrame:
 @st.cache_data(ttl=RESULT_TTL_S, show_spinner=False, max_entries=16)
 def window_quantile(store_dir: str, window: data.Window, signal: str, q: float) -> float | None:
     return data.window_quantile(_con(store_dir), window, signal, q)
+
+
+@st.cache_data(ttl=RESULT_TTL_S, show_spinner=False, max_entries=16)
+def incidents(
+    store_dir: str, window: data.Window, per_replica: bool, slo: tuple[tuple[str, float], ...]
+) -> list[diagnosis.Incident]:
+    """The diagnosis of the fleet-wide data (pure, ~0.2 s at 24 h x 20 replicas): once per result."""
+    fleet = incident(store_dir, window, False)
+    series = incident(store_dir, window, per_replica).series if per_replica else fleet.series
+    return diagnosis.diagnose(
+        fleet.latency,
+        series,
+        fleet.events,
+        dict(slo) or None,
+        window.effective_bucket_s,
+        pd.Timestamp(window.t1),
+    )

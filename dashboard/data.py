@@ -7,6 +7,7 @@ exactly what the app runs. All SQL lives in ``exporters.queries``.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,14 +22,16 @@ from exporters.store import open_store
 if TYPE_CHECKING:
     from dashboard.tail import TailCache
 
-# (max window span, bucket width): ~900-1500 points per series at most. Whole-minute buckets
-# (from 6 h up) read the minute rollups; shorter windows read raw rows of a few hourly files.
+# (max window span, bucket width): at most ~1,500 points per series (what a chart can draw
+# legibly and ship fast). Whole-minute buckets (from 6 h up) read the minute rollups; shorter
+# windows read raw rows of a few hourly files.
+MAX_POINTS_PER_SERIES = 1500
 _BUCKETS_S: tuple[tuple[float, int], ...] = (
     (15 * 60, 1),
     (60 * 60, 5),
     (6 * 3600, 60),
     (24 * 3600 + 1, 60),
-    (7 * 86400, 300),
+    (7 * 86400, 600),
 )
 
 
@@ -44,7 +47,7 @@ def bucket_s_for(span_s: float) -> int:
     for max_span_s, bucket_s in _BUCKETS_S:
         if span_s <= max_span_s:
             return bucket_s
-    return 3600
+    return 3600 * max(1, math.ceil(span_s / (3600 * MAX_POINTS_PER_SERIES)))
 
 
 @dataclass(frozen=True, slots=True)

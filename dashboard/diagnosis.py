@@ -5,9 +5,11 @@ Pure functions over the incident view's DataFrames (no Streamlit, no DuckDB):
   series   DataFrame(t, replica, signal, mean, peak, low, rate)
   events   DataFrame(ts, replica, kind, detail, replica_count)
 
-An incident is a run of time buckets whose fleet p95 breaches the SLO (or, without an
-SLO, 3x the window's median p95). Each cause is scored from evidence in the incident
-window against the rest of the window; every conclusion carries its numbers.
+An incident is a run of time buckets whose fleet p95 breaches the SLO (or, without an SLO,
+a multiple of the window's normal level: its 25th-percentile p95), or a fault event
+(engine restart, GPU throttle or XID) that opens a span of its own when it breaches no
+latency threshold. Each cause is scored from evidence in the incident window against the
+rest of the window; every conclusion carries its numbers.
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ SHORT = {
     "queue_time_seconds": "queue time",
 }
 BASELINE_FACTOR = 3.0
+# Decode steps are steady, so a sustained ITL rise of half is already a regression;
+# queueing moves TTFT and e2e by much more than their noise.
+BASELINE_FACTORS = {"ttft_seconds": BASELINE_FACTOR, "itl_seconds": 1.5, "e2e_seconds": BASELINE_FACTOR}
+# The 25th percentile, not the median: in a short window an incident can cover half of it.
+BASELINE_QUANTILE = 0.25
+# Events that are incidents even without a latency breach (availability, hardware).
+FAULT_EVENT_KINDS = ("engine_restart", "gpu_throttle", "gpu_xid", "gpu_lost")
+BUSY_UTILIZATION_PCT = 80.0  # idle GPUs drop their clocks: only busy ones show throttling
 _EVENT_MARGIN_S = 120.0  # an event this long before the breach can still explain it
 
 
@@ -69,13 +79,19 @@ def thresholds(
         if slo and slo.get(key):
             out[signal] = (float(slo[key]), f"SLO {slo[key]:g} s")
         elif not slo and signal in latency and not latency[signal].empty:
-            base = float(latency[signal]["p95"].median())
+            base, factor = float(latency[signal]["p95"].quantile(BASELINE_QUANTILE)), BASELINE_FACTORS[signal]
             if base > 0:
-                out[signal] = (BASELINE_FACTOR * base, f"{BASELINE_FACTOR:g}x window median {base:.3g} s")
+                out[signal] = (factor * base, f"{factor:g}x the window's normal p95 {base:.3g} s")
     return out
 
 
 MIN_INCIDENT_S = 30.0  # shorter breaches are noise of a few slow requests, not incidents
+MIN_INCIDENT_BUCKETS = 5  # ... but with fine buckets, 5 in a row (each with its own requests) are not
+
+
+def min_incident_s(bucket_s: float) -> float:
+    """Shortest breach that counts: 30 s, or 5 buckets when that is shorter, at least 1 bucket."""
+    return max(bucket_s, min(MIN_INCIDENT_S, MIN_INCIDENT_BUCKETS * bucket_s))
 
 
 def breach_intervals(
@@ -103,7 +119,7 @@ def find_incidents(
     spans: list[tuple[pd.Timestamp, pd.Timestamp, str, str, float]] = []
     for signal, (limit_s, why) in thresholds(latency, slo).items():
         df = latency.get(signal, pd.DataFrame())
-        min_s = max(MIN_INCIDENT_S, bucket_s)
+        min_s = min_incident_s(bucket_s)
         for t0, t1 in breach_intervals(df, limit_s, bucket_s, min_s) if not df.empty else []:
             peak = float(df.loc[(df["t"] >= t0) & (df["t"] < t1), "p95"].max())
             spans.append((t0, t1, signal, why, peak))
@@ -131,6 +147,7 @@ def diagnose(
 ) -> list[Incident]:
     """Incidents with causes (best first) and the autoscaler's reaction times."""
     incidents = find_incidents(latency, slo, bucket_s, window_end)
+    incidents = add_fault_incidents(incidents, events, series, bucket_s, window_end)
     fleet = fleet_frame(series)
     for inc in incidents:
         inside = _between(fleet, "t", inc.start, inc.end)
@@ -140,6 +157,50 @@ def diagnose(
         inc.causes = sorted(causes, key=lambda c: -c.score)
         _reaction(inc, events)
     return incidents
+
+
+def add_fault_incidents(
+    incidents: list[Incident],
+    events: pd.DataFrame,
+    series: pd.DataFrame,
+    bucket_s: float,
+    window_end: pd.Timestamp | None = None,
+) -> list[Incident]:
+    """Fault events no latency incident explains open their own incident, from the event
+    until the replica recovers (engine_ready again, or gpu_throttled back to 0)."""
+    if events.empty:
+        return incidents
+    margin = pd.Timedelta(seconds=_EVENT_MARGIN_S)
+    # A flapping fault (throttle on, off, on) within the shortest incident is one incident.
+    gap = pd.Timedelta(seconds=min_incident_s(bucket_s))
+    out = list(incidents)
+    faults = events.loc[events["kind"].isin(FAULT_EVENT_KINDS)].sort_values("ts")
+    # "none (was hw_thermal)" is a throttle ending, not a new fault.
+    faults = faults.loc[~faults["detail"].fillna("").str.contains(r": none \(was ", regex=True)]
+    for ev in faults.itertuples():
+        end = _recovered_at(ev, events, series, bucket_s)
+        near = [inc for inc in out if inc.start - margin <= ev.ts <= inc.end + gap]
+        if near:
+            near[0].end = max(near[0].end, end) if not near[0].breaches else near[0].end
+            continue
+        out.append(Incident(ev.ts, end))
+    out.sort(key=lambda inc: inc.start)
+    for inc in out:
+        inc.ongoing = window_end is not None and inc.end >= window_end - pd.Timedelta(seconds=bucket_s)
+    return out
+
+
+def _recovered_at(ev, events: pd.DataFrame, series: pd.DataFrame, bucket_s: float) -> pd.Timestamp:
+    step = pd.Timedelta(seconds=bucket_s)
+    if ev.kind == "engine_restart":
+        ready = events.loc[(events["kind"] == "engine_ready") & (events["replica"] == ev.replica), "ts"]
+        ready = ready.loc[ready > ev.ts]
+        return ready.min() if not ready.empty else ev.ts + step
+    if ev.kind == "gpu_throttle" and not series.empty:
+        hot = series.loc[(series["signal"] == "gpu_throttled") & (series["replica"] == ev.replica)]
+        hot = hot.loc[(hot["t"] >= ev.ts - step) & (hot["peak"] > 0), "t"]
+        return max(hot.max() + step, ev.ts + step) if not hot.empty else ev.ts + step
+    return ev.ts + step
 
 
 def fleet_frame(series: pd.DataFrame) -> pd.DataFrame:
@@ -154,7 +215,22 @@ def fleet_frame(series: pd.DataFrame) -> pd.DataFrame:
         part = series.loc[series["signal"] == signal]
         if not part.empty:
             cols[signal] = part.groupby("t")[stat].agg(how)
+    busy = _busy_clock(series)
+    if busy is not None:
+        cols["busy_sm_clock_mhz"] = busy
     return pd.DataFrame(cols).reset_index(names="t") if cols else pd.DataFrame(columns=["t"])
+
+
+def _busy_clock(series: pd.DataFrame) -> pd.Series | None:
+    """Lowest mean SM clock per bucket among replicas whose GPUs were busy in it."""
+    part = series.loc[series["signal"].isin(("gpu_sm_clock_mhz", "gpu_utilization_pct"))]
+    if part.empty:
+        return None
+    wide = part.pivot_table(index=["t", "replica"], columns="signal", values="mean")
+    if "gpu_sm_clock_mhz" not in wide or "gpu_utilization_pct" not in wide:
+        return None
+    busy = wide.loc[wide["gpu_utilization_pct"] >= BUSY_UTILIZATION_PCT, "gpu_sm_clock_mhz"]
+    return busy.groupby(level="t").min() if not busy.empty else None
 
 
 @dataclass
@@ -206,12 +282,14 @@ def _throttle(ctx: _Context) -> Cause | None:
             "gpu_throttle events: " + ", ".join(f"{r.replica} ({r.detail})" for r in hits.itertuples())
         )
     clock_in, clock_out = (
-        ctx.stat("gpu_sm_clock_mhz", "min"),
-        ctx.stat("gpu_sm_clock_mhz", "median", "outside"),
+        ctx.stat("busy_sm_clock_mhz", "min"),
+        ctx.stat("busy_sm_clock_mhz", "median", "outside"),
     )
     clock_drop = bool(clock_in and clock_out and clock_in < 0.8 * clock_out)
     if clock_drop:
-        evidence.append(f"min SM clock {clock_in:.0f} MHz vs {clock_out:.0f} MHz outside the incident")
+        evidence.append(
+            f"min SM clock of busy GPUs {clock_in:.0f} MHz vs {clock_out:.0f} MHz outside the incident"
+        )
     if (ctx.stat("gpu_throttled") or 0) > 0:
         evidence.append("gpu_throttled = 1 (thermal/power/HW slowdown reason active)")
     temp = ctx.stat("gpu_temperature_c")
@@ -337,6 +415,8 @@ def summary_lines(incidents: list[Incident]) -> list[str]:
             f"**Incident {n}: {_hms(inc.start)} → {_hms(inc.end)} UTC ({state}) — likely cause: {cause}**"
         )
         lines += [f"- {text}" for text in inc.breaches.values()]
+        if not inc.breaches:
+            lines.append("- no latency threshold breached: a fault event opened this incident")
         if inc.cause:
             lines += [f"- evidence: {e}" for e in inc.cause.evidence]
         if len(inc.causes) > 1:
@@ -348,7 +428,8 @@ def summary_lines(incidents: list[Incident]) -> list[str]:
 def _reaction_text(inc: Incident) -> str:
     if inc.scale_up_after_s is None:
         return "no scale_up event during the incident"
-    text = f"scale_up {_dur(inc.scale_up_after_s)} after the breach started"
+    when = "after" if inc.scale_up_after_s >= 0 else "before"
+    text = f"scale_up {_dur(abs(inc.scale_up_after_s))} {when} the breach started"
     if inc.new_replica_ready_after_s is not None:
         text += f"; new replica engine_ready after {_dur(inc.new_replica_ready_after_s)}"
     return text

@@ -37,11 +37,18 @@ _FILTER = """ts >= $t0 AND ts < $t1
     AND ($model = '' OR model = $model)"""
 
 
+# The minute rollups cannot give finer buckets: a preset reading them fails loudly instead of
+# silently returning 60 s buckets (``error()`` is evaluated only when the check fails).
+_WHOLE_MINUTES = """(CASE WHEN $bucket_s < 60 OR $bucket_s % 60 <> 0 THEN error('bucket_s=' || $bucket_s ||
+    ' s: this preset reads the minute rollup, so bucket_s must be a multiple of 60; use latency_raw or
+    signal_series for finer buckets') ELSE true END)"""
+_ROLLUP_CHECK = {"raw": "true", "1m": _WHOLE_MINUTES}
+
 # ``<view>_in($t0, $t1)`` (store macros) open only the files of the window's hours.
 _HISTOGRAMS = {"raw": "histograms_in($t0, $t1)", "1m": "histograms_1m_partials_in($t0, $t1)"}
 
 
-def _latency_sql(source: str, signal_filter: str = "signal = $signal") -> str:
+def _latency_sql(source: str, signal_filter: str = "signal = $signal", check: str = "true") -> str:
     """Quantiles of bucket counts summed (store macro ``sum_buckets``) per time bucket, series
     and signal; rows with another bucket layout (another engine) form their own group. The
     rollup is read as partials: summing them here equals summing the finished minutes."""
@@ -51,7 +58,7 @@ WITH lists AS (
            CASE WHEN $per_replica THEN replica ELSE '{FLEET}' END AS replica,
            signal, bounds, sum_buckets(counts) AS counts
     FROM {source}
-    WHERE {signal_filter} AND {_FILTER}
+    WHERE {signal_filter} AND {_FILTER} AND {check}
     GROUP BY ALL
 )
 SELECT t, replica, signal,
@@ -66,10 +73,10 @@ ORDER BY signal, t, replica"""
 
 # Raw per-scrape rows (any bucket width) and the store's minute rollup (bucket_s multiple of 60).
 LATENCY_QUANTILES_SQL = _latency_sql(_HISTOGRAMS["raw"])
-LATENCY_QUANTILES_1M_SQL = _latency_sql(_HISTOGRAMS["1m"])
+LATENCY_QUANTILES_1M_SQL = _latency_sql(_HISTOGRAMS["1m"], check=_WHOLE_MINUTES)
 # Every signal of ``$signals`` in one query (the incident view's latency panels).
 _MANY = "list_contains($signals, signal)"
-LATENCIES_SQL = {src: _latency_sql(table, _MANY) for src, table in _HISTOGRAMS.items()}
+LATENCIES_SQL = {src: _latency_sql(table, _MANY, _ROLLUP_CHECK[src]) for src, table in _HISTOGRAMS.items()}
 
 WINDOW_QUANTILE_SQL = f"""
 WITH lists AS (
@@ -92,7 +99,7 @@ SIGNAL_SERIES_SQLS = {
 SELECT time_bucket(to_seconds($bucket_s), ts) AS t, replica, signal,
        {_SERIES_COLUMNS[src]}
 FROM {_SIGNALS[src]}
-WHERE list_contains($signals, signal) AND {_FILTER}
+WHERE list_contains($signals, signal) AND {_FILTER} AND {_ROLLUP_CHECK[src]}
 GROUP BY ALL ORDER BY t, replica, signal"""
     for src in ("raw", "1m")
 }
@@ -106,7 +113,7 @@ SELECT time_bucket(to_seconds($bucket_s), ts) AS t,
        count(DISTINCT replica) FILTER (WHERE {_UP[src]}) AS replicas_up,
        count(DISTINCT replica) AS replicas_reporting
 FROM {_SIGNALS[src]}
-WHERE signal = 'engine_up' AND {_FILTER}
+WHERE signal = 'engine_up' AND {_FILTER} AND {_ROLLUP_CHECK[src]}
 GROUP BY ALL ORDER BY t"""
     for src in ("raw", "1m")
 }

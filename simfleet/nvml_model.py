@@ -16,7 +16,7 @@ import pynvml
 
 from simfleet.nvml_structs import Handle
 
-COOLING_FAILURE_RISE_C = 35.0
+COOLING_FAILURE_RISE_C = 50.0  # failed airflow: well past the slowdown point even at partial load
 PCIE_TX_BYTES_PER_S_AT_FULL_LOAD = 3.0e9
 PCIE_RX_BYTES_PER_S_AT_FULL_LOAD = 1.5e9
 _MIN_THERMAL_CLOCK_FACTOR = 0.4

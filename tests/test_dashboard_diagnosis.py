@@ -85,3 +85,23 @@ def test_slo_threshold_wins_over_baseline_and_blips_are_ignored() -> None:
     assert diagnosis.find_incidents(latency, {"ttft_p95_s": 1.0}, 10) == []
     (inc,) = diagnosis.find_incidents(latency, None, 10)  # 0.9 > 3 x median 0.1
     assert (inc.start, inc.end) == (t[2], t[5])
+
+
+def test_fault_events_open_incidents_and_a_flapping_throttle_is_one() -> None:
+    t0 = pd.Timestamp("2026-01-01 12:00:00", tz="UTC")
+    ts = [t0 + pd.Timedelta(seconds=s) for s in (10, 15, 16, 60)]
+    detail = [
+        "GPU 0: hw_thermal (was none)",
+        "GPU 0: none (was hw_thermal)",
+        "GPU 0: hw_thermal (was none)",
+        "x",
+    ]
+    events = pd.DataFrame({"ts": ts, "replica": ["r1", "r1", "r1", "r2"], "detail": detail,
+                           "kind": ["gpu_throttle", "gpu_throttle", "gpu_throttle", "engine_restart"]})  # fmt: skip
+    found = diagnosis.diagnose({}, pd.DataFrame(), events, None, 1, t0 + pd.Timedelta(seconds=600))
+    assert [(inc.start, inc.cause.key) for inc in found] == [
+        (ts[0], "gpu_throttling"),
+        (ts[3], "engine_restart"),
+    ]
+    assert found[0].end >= ts[2] and not found[0].breaches
+    assert "a fault event opened this incident" in "\n".join(diagnosis.summary_lines(found))

@@ -7,7 +7,9 @@ import datetime as dt
 import sys
 from pathlib import Path
 
+import duckdb
 import numpy as np
+import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
@@ -66,6 +68,18 @@ def test_generated_signal_rollup_matches_raw_series(store: Path) -> None:
     for column in ("mean", "peak", "low", "rate"):
         assert np.allclose(raw[column], rolled[column], rtol=1e-12, equal_nan=True)
     assert (raw["t"] == rolled["t"]).all() and (raw["replica"] == rolled["replica"]).all()
+
+
+def test_rollup_presets_reject_sub_minute_buckets(store: Path) -> None:
+    """latency_fleet reads the minute rollup: bucket_s=10 must fail, not return 60 s buckets."""
+    con = open_connection(store)
+    for preset in ("latency_fleet", "latency_per_replica", "signal_series_1m"):
+        with pytest.raises(duckdb.Error, match="multiple of 60"):
+            queries.run_preset(con, preset, {"bucket_s": 10})
+    two_min = queries.run_preset(con, "latency_fleet", {"bucket_s": 120})
+    assert (two_min["t"].diff().dropna() == pd.Timedelta(seconds=120)).all()
+    raw = queries.run_preset(con, "latency_raw", {"bucket_s": 10})
+    assert (raw["t"].diff().dropna() == pd.Timedelta(seconds=10)).all()
 
 
 def test_filters_are_bound_not_formatted(store: Path) -> None:

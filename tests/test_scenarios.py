@@ -1,40 +1,22 @@
-"""Fault scenarios (thermal throttle, spec collapse, engine crash), run concurrently in one event loop."""
+"""Fault scenarios (thermal throttle, spec collapse, engine crash), run concurrently in one event loop
+(the session fixture ``fault_scenario_stores`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
 from collectors.quantile import histogram_quantile
-from enginescope.demo import DemoOptions, run_demo
 
 pytestmark = pytest.mark.slow
 
-SCENARIO_DURATION_S = {"thermal-throttle": 34.0, "spec-collapse": 34.0, "engine-crash": 42.0}
 
-
-@pytest.fixture(scope="module")
-def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("scenarios")
-    paths = {name: root / name for name in SCENARIO_DURATION_S}
-
-    async def play_all() -> None:
-        await asyncio.gather(
-            *(
-                run_demo(
-                    DemoOptions(
-                        store_dir=paths[name], scenario=name, duration_s=duration_s, print_fn=lambda _: None
-                    )
-                )
-                for name, duration_s in SCENARIO_DURATION_S.items()
-            )
-        )
-
-    asyncio.run(play_all())
-    return paths
+@pytest.fixture()
+def stores(fault_scenario_stores: dict[str, Path]) -> dict[str, Path]:
+    """The session's fault-scenario stores (tests/conftest.py), shared with the diagnosis tests."""
+    return fault_scenario_stores
 
 
 def connect(store: Path):  # type: ignore[no-untyped-def]
@@ -72,7 +54,7 @@ def test_thermal_throttle_raises_temperature_lowers_clock_and_slows_itl(stores: 
     assert throttled_s > fault_s
     before, during = con.sql(
         "select max(value) filter (where epoch(ts) < ?), min(value) filter (where epoch(ts) > ? + 2)"
-        " from signals where replica = ? and signal = 'gpu_sm_clock_mhz' and value > 1000",
+        " from signals where replica = ? and signal = 'gpu_sm_clock_mhz' and value > 500",  # not idle (345 MHz)
         params=[fault_s, throttled_s, hot],
     ).fetchall()[0]
     assert during < 0.8 * before

@@ -153,3 +153,26 @@ def test_one_restart_is_one_event_and_ready_is_recorded_again(tmp_path: Path, ba
     assert kinds.count("engine_restart") == 1
     assert kinds.count("engine_ready") == 2
     assert kinds.index("engine_down") < kinds.index("engine_restart")
+
+
+def test_vllm_is_detected_and_mapped_to_the_same_signals(tmp_path: Path) -> None:
+    from exporters.store import open_store
+
+    vllm = (Path(__file__).parent / "fixtures" / "vllm" / "0.33.0-plain" / "metrics.txt").read_text()
+    grown = vllm.replace(
+        'vllm:prompt_tokens_total{engine="0",model_name="meta-llama/Llama-3.1-8B-Instruct"} 255873.0',
+        'vllm:prompt_tokens_total{engine="0",model_name="meta-llama/Llama-3.1-8B-Instruct"} 256873.0',
+    )
+    assert grown != vllm
+    with ExpositionServer(vllm, content_type="text/plain; version=1.0.0; charset=utf-8") as server:
+        sidecar = Sidecar(SidecarConfig(engine_url=server.url, store_dir=tmp_path))
+        sidecar.tick()
+        server.body = grown
+        sidecar.tick()
+        sidecar.stop()
+    con = open_store(tmp_path)
+    assert con.execute("SELECT DISTINCT engine FROM signals").fetchall() == [("vllm",)]
+    running = con.execute("SELECT max(value) FROM signals WHERE signal = 'running_requests'").fetchone()[0]
+    assert running == 7.0
+    prompt = con.execute("SELECT sum(value) FROM signals WHERE signal = 'prompt_tokens'").fetchone()[0]
+    assert prompt == 1000.0  # only the increase after the baseline scrape

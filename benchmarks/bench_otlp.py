@@ -1,25 +1,32 @@
 """Cost of the OTLP sink and the Prometheus endpoint per sidecar tick, and backlog memory.
 
-Run: .venv/bin/python benchmarks/bench_otlp.py   (prints a Markdown table)
+Run: .venv/bin/python benchmarks/bench_otlp.py   (prints Markdown tables; ~2 minutes)
 """
 
 from __future__ import annotations
 
+import gc
+import gzip
+import logging
 import math
 import random
 import statistics
+import subprocess
+import sys
 import time
 import tracemalloc
 import urllib.request
+from collections import deque
+from dataclasses import replace
 
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 
 from collectors.catalog import COUNTER_SIGNALS, GAUGE_SIGNALS, HISTOGRAM_SIGNALS
 from collectors.model import Batch, GpuRow, HistogramRow, Identity, SampleRow, SignalRow
 from exporters.otlp.config import NameStyle, OtlpConfig
 from exporters.otlp.mapping import OtlpMapper
 from exporters.otlp.sink import OtlpSink
+from exporters.otlp.transport import Outcome, SendResult
 from exporters.prom_endpoint import PromEndpointSink
 
 IDENTITY = Identity(
@@ -27,6 +34,8 @@ IDENTITY = Identity(
 )
 BOUNDS = (*[0.01 * 1.6**i for i in range(20)], math.inf)  # 21 buckets, like SGLang's TTFT
 N_GPUS, N_RAW = 8, 1500
+LIMIT_BYTES = 16 * 2**20  # the --otlp-backlog-bytes default
+N_GZIP_TICKS = 9000  # gzipped ticks are ~7x smaller: this many overflow 16 MiB
 
 
 def tick(i: int, rng: random.Random) -> Batch:
@@ -50,20 +59,90 @@ def tick(i: int, rng: random.Random) -> Batch:
     return Batch(IDENTITY, samples=raw, histograms=hists, signals=signals, gpu=gpu)
 
 
-class _Down(MetricExporter):
-    """An endpoint that is down: every export fails at once."""
+class _Down:
+    """A transport whose endpoint is down: every send fails at once (retryable)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    body_encoding = "none"
 
-    def export(self, metrics_data, timeout_millis: float = 10_000, **kwargs) -> MetricExportResult:
-        return MetricExportResult.FAILURE
+    def send(self, body: bytes) -> SendResult:
+        return SendResult(Outcome.RETRY, "ConnectionError: endpoint down")
 
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return True
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+    def close(self) -> None:
         pass
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class _SdkObjectBacklog:
+    """The previous design, for comparison: SDK MetricsData kept, bounded by encoded size."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes, self.items, self.used = limit_bytes, deque(), 0
+
+    def write(self, data) -> None:
+        size = encode_metrics(data).ByteSize()
+        while self.items and self.used + size > self.limit_bytes:
+            self.used -= self.items.popleft()[1]
+        self.items.append((data, size))
+        self.used += size
+
+
+def fill(write, n: int, rng: random.Random, ticks: list[Batch]) -> None:
+    for i in range(n):
+        write(tick(1000 + i, rng) if i % 50 == 0 else ticks[i % 60])
+
+
+MEMORY_CASES = {  # name: (row label, ticks to write: enough to overflow 16 MiB)
+    "sdk-objects": ("before: SDK MetricsData objects (encoded size counted)", 1600),
+    "bytes-none": ("now: serialized bytes, compression none", 1600),
+    "bytes-gzip": ("now: serialized bytes, compression gzip", N_GZIP_TICKS),
+}
+
+
+def memory_row(case: str) -> str:
+    """Heap (tracemalloc) and RSS growth while the endpoint is down. Run in a fresh process so
+    RSS is not skewed by what an earlier case freed; RSS is measured first, without tracemalloc."""
+    rng = random.Random(1)
+    ticks = [tick(i, rng) for i in range(60)]
+    config = OtlpConfig(endpoint="http://127.0.0.1:9/v1/metrics", interval_s=3600, backlog_bytes=LIMIT_BYTES)
+
+    def make_writer():
+        if case == "sdk-objects":
+            old, mapper = _SdkObjectBacklog(LIMIT_BYTES), OtlpMapper(config, IDENTITY)
+            old.write_batch = lambda batch: old.write(mapper.convert(batch))  # type: ignore[attr-defined]
+            return old, old.write_batch, lambda: old.used
+        compression = case.removeprefix("bytes-")
+        sink = OtlpSink(replace(config, compression=compression), IDENTITY, transport=_Down())
+        return sink, sink.write, lambda: sink.stats().backlog_bytes
+
+    label, n = MEMORY_CASES[case]
+    results = []
+    for traced in (False, True):
+        writer, write, held = make_writer()
+        write(ticks[0])  # series state and first-use caches are not backlog
+        gc.collect()
+        if traced:
+            tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0] if traced else rss_bytes()
+        fill(write, n, rng, ticks)
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0] if traced else rss_bytes()
+        tracemalloc.stop()
+        results.append(after - before)
+        counted = held()
+        if isinstance(writer, OtlpSink):
+            writer.close()
+        del writer, write, held
+        gc.collect()
+    rss, heap = results
+    return (f"| {label} | {counted / 2**20:.2f} | {heap / 2**20:.1f} | {heap / LIMIT_BYTES:.2f}x | "
+            f"{rss / 2**20:.1f} | {rss / LIMIT_BYTES:.2f}x |")  # fmt: skip
 
 
 def median_ms(fn, batches: list[Batch]) -> float:
@@ -84,24 +163,15 @@ def main() -> None:
         mapper = OtlpMapper(config, IDENTITY)
         rows.append((f"OtlpMapper.convert ({names.value})", median_ms(mapper.convert, ticks)))
         data = OtlpMapper(config, IDENTITY).convert(ticks[0])
-        size = encode_metrics(data).ByteSize()
-        rows.append((f"encode_metrics + ByteSize ({names.value}, {size} bytes/tick)",
-                     median_ms(lambda _b, d=data: encode_metrics(d).ByteSize(), ticks)))  # fmt: skip
-        sink = OtlpSink(config, IDENTITY, exporter=_Down())
-        rows.append((f"OtlpSink.write, endpoint down ({names.value})", median_ms(sink.write, ticks)))
-        sink.close()
-
-    # Python memory held per encoded backlog byte while the endpoint is down.
-    config = OtlpConfig(endpoint="http://127.0.0.1:9/v1/metrics", interval_s=3600, backlog_bytes=4 * 2**20)
-    tracemalloc.start()
-    sink = OtlpSink(config, IDENTITY, exporter=_Down())
-    base = tracemalloc.get_traced_memory()[0]
-    for i in range(400):
-        sink.write(tick(100 + i, rng) if i % 50 == 0 else ticks[i % 60])
-    held = tracemalloc.get_traced_memory()[0] - base
-    tracemalloc.stop()
-    stats = sink.stats()
-    sink.close()
+        raw = encode_metrics(data).SerializeToString()
+        rows.append((f"encode_metrics + serialize ({names.value}, {len(raw)} bytes/tick, "
+                     f"{len(gzip.compress(raw))} gzipped)",
+                     median_ms(lambda _b, d=data: encode_metrics(d).SerializeToString(), ticks)))  # fmt: skip
+        for compression in ("none", "gzip"):
+            sink = OtlpSink(replace(config, compression=compression), IDENTITY, transport=_Down())
+            rows.append((f"OtlpSink.write, endpoint down ({names.value}, compression {compression})",
+                         median_ms(sink.write, ticks)))  # fmt: skip
+            sink.close()
 
     prom = PromEndpointSink(port=0)
     rows.append(("PromEndpointSink.write (incl. raw samples)", median_ms(prom.write, ticks)))
@@ -114,10 +184,19 @@ def main() -> None:
     print("| what | ms per tick |\n|---|---|")
     for name, ms in rows:
         print(f"| {name} | {ms:.2f} |")
-    print(f"\nBacklog: limit {config.backlog_bytes} B, held {stats.backlog_bytes} B encoded "
-          f"({stats.backlog_batches} batches, {stats.dropped_batches} dropped); Python heap growth "
-          f"{held / 2**20:.1f} MiB = {held / max(stats.backlog_bytes, 1):.1f}x the encoded bytes")  # fmt: skip
+
+    print(f"\nBacklog memory, endpoint down, limit {LIMIT_BYTES} B, semconv ticks:\n")
+    print("| backlog | counted MiB | heap growth MiB | heap / limit | RSS growth MiB | RSS / limit |")
+    print("|---|---|---|---|---|---|")
+    for case in MEMORY_CASES:
+        child = [sys.executable, __file__, "--memory", case]
+        print(subprocess.run(child, check=True, capture_output=True, text=True).stdout.strip(), flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--memory"]:
+        logging.getLogger("exporters.otlp.sink").setLevel(logging.ERROR)  # "endpoint down" warnings
+        print(memory_row(sys.argv[2]))
+    else:
+        logging.getLogger("exporters.otlp.sink").setLevel(logging.ERROR)
+        main()

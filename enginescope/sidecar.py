@@ -166,13 +166,27 @@ class Sidecar:
         batch.identity = self.identity
         with self._events_lock:
             batch.events[:0], self._pending_events = self._pending_events, []
+        interval_s = now_s - self._last_tick_s if self._last_tick_s else 0.0
+        self._last_tick_s = now_s
         self._ticks += 1
         batch.samples.append(
             SampleRow(now_s, "enginescope_sidecar_tick_lag_seconds", "gauge", (), self._lag_s)
         )
+        batch.samples.extend(self._sink_health(now_s, interval_s))
         for sink in self.sinks:
             self._guard(f"sink {type(sink).__name__}", sink.write, batch)
         return batch
+
+    def _sink_health(self, now_s: float, interval_s: float) -> list[SampleRow]:
+        """Exporters' own health (OTLP backlog, drops, rejects) is stored like any other series."""
+        rows: list[SampleRow] = []
+        for sink in self.sinks:
+            self_metrics = getattr(sink, "self_metrics", None)
+            if self_metrics is not None:
+                rows.extend(
+                    self._guard(f"sink {type(sink).__name__} stats", self_metrics, now_s, interval_s) or []
+                )
+        return rows
 
     def _adopt_engine_facts(self) -> None:
         """Engine and model become known after the first scrape; stamp them from then on."""

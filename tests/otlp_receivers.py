@@ -1,17 +1,21 @@
 """Real OTLP metric receivers for tests: gRPC (grpcio + opentelemetry-proto servicer) and
-HTTP/protobuf (http.server, gzip/deflate aware). Both keep every decoded request."""
+HTTP/protobuf (http.server, gzip/deflate aware). Both keep every decoded request, and can be
+told to answer the next requests with an error (``fail_next``) or a partial success."""
 
 from __future__ import annotations
 
 import gzip
 import socket
 import threading
+import time
 import zlib
 from concurrent import futures
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
@@ -79,12 +83,45 @@ def flatten(requests: list[ExportMetricsServiceRequest]) -> list[Point]:
     return out
 
 
+@dataclass
+class Failure:
+    """How to answer one request instead of accepting it."""
+
+    code: int | grpc.StatusCode  # HTTP status or gRPC code
+    message: str = "rejected by test"
+    retry_after: str | None = None  # HTTP Retry-After header
+    retry_delay_s: float | None = None  # gRPC google.rpc.RetryInfo
+    location: str | None = None  # HTTP Location header (redirects)
+
+
 class _Store:
     def __init__(self) -> None:
         self.requests: list[ExportMetricsServiceRequest] = []
         self.metadata: list[dict[str, str]] = []
+        self.arrivals_s: list[tuple[float, bool]] = []  # (monotonic time, accepted) of every request
+        self.failures: list[Failure] = []
+        self.partial: tuple[int, str] | None = None  # (rejected points, message) for accepted requests
         self.lock = threading.Lock()
         self.received = threading.Condition(self.lock)
+
+    def fail_next(self, failure: Failure, count: int = 1) -> None:
+        with self.lock:
+            self.failures.extend([failure] * count)
+
+    def next_failure(self) -> Failure | None:
+        """Pop the failure for the request that just arrived (None = accept it)."""
+        with self.received:
+            failure = self.failures.pop(0) if self.failures else None
+            self.arrivals_s.append((time.monotonic(), failure is None))
+            self.received.notify_all()
+            return failure
+
+    def response(self) -> metrics_service_pb2.ExportMetricsServiceResponse:
+        response = metrics_service_pb2.ExportMetricsServiceResponse()
+        if self.partial:
+            response.partial_success.rejected_data_points = self.partial[0]
+            response.partial_success.error_message = self.partial[1]
+        return response
 
     def add(self, request: ExportMetricsServiceRequest, metadata: dict[str, str]) -> None:
         with self.received:
@@ -118,8 +155,13 @@ class GrpcReceiver(_Store):
 
         class Servicer(metrics_service_pb2_grpc.MetricsServiceServicer):
             def Export(self, request, context):  # noqa: N802 (gRPC method name)
+                failure = store.next_failure()
+                if failure is not None:
+                    if failure.retry_delay_s is not None:
+                        context.set_trailing_metadata([("grpc-status-details-bin", _retry_status(failure))])
+                    context.abort(failure.code, failure.message)
                 store.add(request, dict(context.invocation_metadata()))
-                return metrics_service_pb2.ExportMetricsServiceResponse()
+                return store.response()
 
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Servicer(), self._server)
@@ -131,6 +173,14 @@ class GrpcReceiver(_Store):
         if self._server is not None:
             self._server.stop(grace=None).wait()
             self._server = None
+
+
+def _retry_status(failure: Failure) -> bytes:
+    delay = Duration()
+    delay.FromNanoseconds(int(failure.retry_delay_s * 1e9))
+    status = status_pb2.Status(code=failure.code.value[0], message=failure.message)
+    status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    return status.SerializeToString()
 
 
 class HttpReceiver(_Store):
@@ -161,13 +211,27 @@ class HttpReceiver(_Store):
                 if self.path != "/v1/metrics" or self.headers.get("Content-Type") != "application/x-protobuf":
                     self.send_error(404 if self.path != "/v1/metrics" else 415)
                     return
+                failure = store.next_failure()
+                if failure is not None:
+                    status = status_pb2.Status(message=failure.message)
+                    self._reply(failure.code, status, failure.retry_after, failure.location)
+                    return
                 request = ExportMetricsServiceRequest()
                 request.ParseFromString(body)
                 store.add(request, {k.lower(): v for k, v in self.headers.items()})
-                reply = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
-                self.send_response(200)
+                self._reply(200, store.response())
+
+            def _reply(
+                self, code: int, message, retry_after: str | None = None, location: str | None = None
+            ) -> None:
+                reply = message.SerializeToString()
+                self.send_response(code)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(reply)))
+                if retry_after is not None:
+                    self.send_header("Retry-After", retry_after)
+                if location is not None:
+                    self.send_header("Location", location)
                 self.end_headers()
                 self.wfile.write(reply)
 

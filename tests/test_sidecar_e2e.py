@@ -176,3 +176,26 @@ def test_vllm_is_detected_and_mapped_to_the_same_signals(tmp_path: Path) -> None
     assert running == 7.0
     prompt = con.execute("SELECT sum(value) FROM signals WHERE signal = 'prompt_tokens'").fetchone()[0]
     assert prompt == 1000.0  # only the increase after the baseline scrape
+
+
+def test_exporter_health_is_stored_while_the_otlp_endpoint_is_down(tmp_path: Path, base_text: str) -> None:
+    from exporters.otlp import otlp_sink_from_env
+    from exporters.store import open_store
+
+    otlp = otlp_sink_from_env(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_METRIC_EXPORT_INTERVAL": "50"}
+    )
+    with ExpositionServer(base_text) as server:
+        sidecar = Sidecar(SidecarConfig(engine_url=server.url, store_dir=tmp_path, extra_sinks=[otlp]))
+        for _ in range(3):
+            sidecar.tick()
+        sidecar.stop()
+    con = open_store(tmp_path)
+    backlog = con.execute(
+        "SELECT max(value) FROM samples WHERE metric = 'enginescope_otlp_backlog_bytes'"
+    ).fetchone()[0]
+    assert backlog > 0  # nothing could be delivered, the store says how much is held
+    exported = con.execute(
+        "SELECT max(value) FROM samples WHERE metric = 'enginescope_otlp_exported_points_total'"
+    ).fetchone()[0]
+    assert exported == 0

@@ -60,8 +60,8 @@ class OtlpConfig:
     service_name: str = ""
     resource_attributes: tuple[tuple[str, str], ...] = ()
     names: NameStyle = NameStyle.SEMCONV
-    backlog_bytes: int = DEFAULT_BACKLOG_BYTES
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    backlog_bytes: int = DEFAULT_BACKLOG_BYTES  # memory held by unsent data (serialized, compressed)
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # serialized, before compression
     retry_initial_s: float = 1.0
     retry_max_s: float = 60.0
     genai_operation: str = "chat"  # gen_ai.operation.name (required by the GenAI conventions)
@@ -327,6 +327,11 @@ def add_otlp_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--otlp-backlog-bytes",
         type=int,
-        help=f"max unsent data kept, encoded size (default {DEFAULT_BACKLOG_BYTES}; RAM is ~5x)",
+        help=f"max memory held by unsent data: serialized OTLP, compressed if --otlp-compression "
+        f"(default {DEFAULT_BACKLOG_BYTES})",
     )
-    add("--otlp-max-request-bytes", type=int, help=f"max request size (default {DEFAULT_MAX_REQUEST_BYTES})")
+    add(
+        "--otlp-max-request-bytes",
+        type=int,
+        help=f"max request size before compression (default {DEFAULT_MAX_REQUEST_BYTES})",
+    )

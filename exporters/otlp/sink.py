@@ -1,10 +1,12 @@
-"""``OtlpSink``: converts batches on ``write`` and exports them from a worker thread.
+"""``OtlpSink``: converts and encodes batches on ``write`` and sends them from a worker thread.
 
-The scrape loop never waits for the network. Unsent data lives in a backlog bounded in
-encoded bytes (``backlog_bytes``, in-flight requests included); when it is full the oldest
-batches go first and are counted. Failed exports retry with exponential backoff and jitter.
-Cumulative series recover from drops at the next point; delta intervals that are dropped are
-lost, which the drop counters make visible.
+The scrape loop never waits for the network. Each batch is encoded once into OTLP protobuf
+bytes (compressed when the export is) and only those bytes are kept: ``backlog_bytes`` bounds
+the memory the unsent data holds, in-flight requests included. When it is full the oldest
+batches go first and are counted. Retryable failures back off exponentially with jitter (or
+as long as the server asks); permanent ones drop the request and count it. Cumulative series
+recover from drops at the next point; dropped delta intervals are lost, which the drop
+counters make visible.
 """
 
 from __future__ import annotations
@@ -14,32 +16,20 @@ import logging
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-from opentelemetry.sdk.metrics.export import (
-    Metric,
-    MetricExporter,
-    MetricExportResult,
-    MetricsData,
-    ResourceMetrics,
-    ScopeMetrics,
-)
-
 from collectors.model import Batch, Identity, SampleRow
-from exporters.otlp.config import OtlpConfig, Protocol
-from exporters.otlp.mapping import SCOPE, OtlpMapper
+from exporters.otlp.backlog import Backlog, Entry, encode_entry, request_body
+from exporters.otlp.config import OtlpConfig
+from exporters.otlp.mapping import OtlpMapper
+from exporters.otlp.transport import Outcome, SendResult, Transport, make_transport
 
 log = logging.getLogger(__name__)
 
-# Loggers of the SDK exporters; their messages pass through the sink's scrubber.
-SDK_LOGGERS = (
-    "opentelemetry.exporter.otlp.proto.grpc.exporter",
-    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
-    "opentelemetry.exporter.otlp.common.http",
-)
+# Loggers that may print URLs or headers of our requests; their records pass the scrubber.
+# (A filter sees only records logged on its own logger, not those of child loggers.)
+SCRUBBED_LOGGERS = ("urllib3.connectionpool", "urllib3.util.retry", "grpc._channel", "grpc._common")
 
 
 @dataclass(frozen=True)
@@ -48,105 +38,34 @@ class OtlpStats:
     exported_batches: int = 0
     export_requests: int = 0
     failed_exports: int = 0
-    dropped_batches: int = 0
-    dropped_bytes: int = 0
+    dropped_batches: int = 0  # backlog overflow and permanent failures
+    dropped_bytes: int = 0  # held bytes of the dropped batches
     dropped_points: int = 0
+    rejected_points: int = 0  # points a receiver reported rejected in a partial success
     conversion_errors: int = 0
     backlog_batches: int = 0
-    backlog_bytes: int = 0
+    backlog_bytes: int = 0  # memory held by unsent batches (<= config.backlog_bytes)
     last_error: str = ""
     last_success_ts_s: float | None = None
 
 
-@dataclass(slots=True)
-class _Item:
-    data: MetricsData
-    nbytes: int
-    points: int
-    cancelled: bool = False  # in flight but given up to make room: dropped unless that export succeeds
-
-
 class _Scrubber(logging.Filter):
-    """Replaces secrets in SDK log records and remembers the last problem they reported."""
+    """Replaces secrets in log records of the HTTP/gRPC libraries."""
 
     def __init__(self, config: OtlpConfig) -> None:
         super().__init__()
         self.config = config
-        self.last_message = ""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = self.config.redact(record.getMessage())
-        record.msg, record.args = message, None
-        if record.levelno >= logging.WARNING:
-            self.last_message = message
+        record.msg, record.args = self.config.redact(record.getMessage()), None
         return True
-
-
-def make_exporter(config: OtlpConfig) -> MetricExporter:
-    """The SDK's OTLP exporter for the configured protocol, with every setting explicit."""
-    if config.protocol is Protocol.GRPC:
-        import grpc
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcExporter
-
-        compression = {"gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}
-        return GrpcExporter(
-            endpoint=config.endpoint,
-            insecure=config.insecure,
-            headers={k.lower(): v for k, v in config.headers},  # gRPC metadata keys are lowercase
-            timeout=config.timeout_s,
-            compression=compression.get(config.compression, grpc.Compression.NoCompression),
-        )
-    from opentelemetry.exporter.otlp.proto.http import Compression
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
-
-    return HttpExporter(
-        endpoint=config.endpoint,
-        headers=dict(config.headers),
-        timeout=config.timeout_s,
-        compression=Compression(config.compression),
-    )
-
-
-def merge(items: list[MetricsData]) -> MetricsData:
-    """One request from many batches: one ResourceMetrics per resource, one Metric per name."""
-    resources: dict[tuple, tuple[object, dict[tuple, Metric]]] = {}
-    for data in items:
-        for rm in data.resource_metrics:
-            key = tuple(sorted(rm.resource.attributes.items()))
-            _, metrics = resources.setdefault(key, (rm.resource, {}))
-            for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    mkey = (
-                        metric.name,
-                        metric.unit,
-                        type(metric.data).__name__,
-                        getattr(metric.data, "aggregation_temporality", None),
-                    )
-                    if mkey in metrics:
-                        old = metrics[mkey]
-                        points = [*old.data.data_points, *metric.data.data_points]
-                        metrics[mkey] = replace(old, data=replace(old.data, data_points=points))
-                    else:
-                        metrics[mkey] = metric
-    return MetricsData(
-        [
-            ResourceMetrics(resource, [ScopeMetrics(SCOPE, list(metrics.values()), "")], "")
-            for resource, metrics in resources.values()
-        ]
-    )
-
-
-def count_points(data: MetricsData) -> int:
-    return sum(
-        len(m.data.data_points) for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-    )
 
 
 class OtlpSink:
     """A ``Sink`` that exports to an OTLP endpoint (gRPC or HTTP/protobuf) in the background."""
 
     def __init__(
-        self, config: OtlpConfig, identity: Identity | None = None, exporter: MetricExporter | None = None
+        self, config: OtlpConfig, identity: Identity | None = None, transport: Transport | None = None
     ) -> None:
         """``identity`` may be left out: the Resource follows each batch's identity anyway."""
         if not config.enabled:
@@ -154,13 +73,12 @@ class OtlpSink:
         self.config = config
         self._mapper = OtlpMapper(config, identity or Identity(replica="unknown"))
         self._scrubber = _Scrubber(config)
-        for name in SDK_LOGGERS:
+        for name in SCRUBBED_LOGGERS:
             logging.getLogger(name).addFilter(self._scrubber)
-        self._exporter = exporter or make_exporter(config)
+        self._transport = transport or make_transport(config)
         self._convert_lock = threading.Lock()
         self._lock = threading.Condition()
-        self._backlog: deque[_Item] = deque()
-        self._inflight: list[_Item] = []
+        self._backlog = Backlog(config.backlog_bytes)
         self._stats = OtlpStats()
         self._attempts = 0
         self._wake = threading.Event()
@@ -172,20 +90,20 @@ class OtlpSink:
     # -- Sink protocol -------------------------------------------------------------------
 
     def write(self, batch: Batch) -> None:
-        """Convert and enqueue; never waits for the network."""
+        """Convert, encode and enqueue; never waits for the network."""
         try:
             with self._convert_lock:
                 data = self._mapper.convert(batch)
             if data is None:
                 return
-            item = _Item(data, encode_metrics(data).ByteSize(), count_points(data))
+            entry = encode_entry(data, self.config.compression)
         except Exception as exc:  # a bad row must not take the sidecar down
             log.warning("OTLP: could not convert a batch: %s", self.config.redact(repr(exc)))
             with self._lock:
                 self._bump(conversion_errors=1)
             return
         with self._lock:
-            self._enqueue(item)
+            self._bump(**_dropped(self._backlog.add(entry)))
 
     def flush(self) -> None:
         """Export now and wait (bounded) for that attempt to finish."""
@@ -204,8 +122,8 @@ class OtlpSink:
         self._closing = True
         self._wake.set()
         self._thread.join(timeout=self.config.timeout_s + 2)
-        self._exporter.shutdown()
-        for name in SDK_LOGGERS:
+        self._transport.close()
+        for name in SCRUBBED_LOGGERS:
             logging.getLogger(name).removeFilter(self._scrubber)
 
     # -- observability of the exporter itself -------------------------------------------
@@ -213,6 +131,11 @@ class OtlpSink:
     def stats(self) -> OtlpStats:
         with self._lock:
             return self._stats
+
+    def backlog_measured_bytes(self) -> int:
+        """Bytes the backlog holds, summed over the objects it actually keeps."""
+        with self._lock:
+            return self._backlog.measured_bytes()
 
     def self_metrics(self, ts_s: float, interval_s: float | None = None) -> list[SampleRow]:
         """Exporter health as SampleRows (``enginescope_otlp_*``) for the sidecar's store."""
@@ -223,6 +146,7 @@ class OtlpSink:
             "enginescope_otlp_dropped_batches_total": s.dropped_batches,
             "enginescope_otlp_dropped_bytes_total": s.dropped_bytes,
             "enginescope_otlp_dropped_points_total": s.dropped_points,
+            "enginescope_otlp_rejected_points_total": s.rejected_points,
         }
         rows = []
         for name, value in counters.items():
@@ -236,53 +160,14 @@ class OtlpSink:
         )
         return rows
 
-    # -- backlog (callers hold self._lock) ----------------------------------------------
+    # -- worker --------------------------------------------------------------------------
 
     def _bump(self, **increments: int) -> None:
+        """Add to counters and refresh the backlog gauges (caller holds self._lock)."""
         values = {k: getattr(self._stats, k) + v for k, v in increments.items()}
-        queued = [*self._backlog, *(i for i in self._inflight if not i.cancelled)]
-        values["backlog_batches"] = len(queued)
-        values["backlog_bytes"] = sum(i.nbytes for i in queued)
+        values["backlog_batches"] = len(self._backlog)
+        values["backlog_bytes"] = self._backlog.held_bytes
         self._stats = replace(self._stats, **values)
-
-    def _enqueue(self, item: _Item) -> None:
-        limit = self.config.backlog_bytes
-        used = self._stats.backlog_bytes
-        dropped: list[_Item] = []
-        # Oldest first: the in-flight request holds the oldest batches, give those up first
-        # (counted as dropped when that export ends, unless it succeeds after all).
-        for old in self._inflight:
-            if used + item.nbytes <= limit:
-                break
-            if not old.cancelled:
-                old.cancelled = True
-                used -= old.nbytes
-        while self._backlog and used + item.nbytes > limit:
-            old = self._backlog.popleft()
-            used -= old.nbytes
-            dropped.append(old)
-        if used + item.nbytes > limit:
-            dropped.append(item)  # larger than the whole backlog
-        else:
-            self._backlog.append(item)
-        self._bump(
-            dropped_batches=len(dropped),
-            dropped_bytes=sum(i.nbytes for i in dropped),
-            dropped_points=sum(i.points for i in dropped),
-        )
-
-    def _take_chunk(self) -> list[_Item]:
-        chunk, size = [], 0
-        while self._backlog and (
-            not chunk or size + self._backlog[0].nbytes <= self.config.max_request_bytes
-        ):
-            item = self._backlog.popleft()
-            chunk.append(item)
-            size += item.nbytes
-        self._inflight = chunk
-        return chunk
-
-    # -- worker --------------------------------------------------------------------------
 
     def _run(self) -> None:
         backoff_s = 0.0
@@ -290,67 +175,77 @@ class OtlpSink:
         while True:
             self._wake.wait(timeout=max(0.0, next_export - time.monotonic()))
             self._wake.clear()
-            ok = self._drain()
+            failure = self._drain()
             with self._lock:
                 self._attempts += 1
                 self._lock.notify_all()
             if self._closing:
                 return
-            if ok:
+            if failure is None:
                 backoff_s = 0.0
                 next_export = time.monotonic() + self.config.interval_s
             else:
                 backoff_s = min(self.config.retry_max_s, max(self.config.retry_initial_s, backoff_s * 2))
                 wait_s = min(backoff_s * random.uniform(0.8, 1.2), self.config.retry_max_s)
-                next_export = time.monotonic() + wait_s
+                next_export = time.monotonic() + max(wait_s, failure.retry_after_s or 0.0)
 
-    def _drain(self) -> bool:
-        """Send the backlog oldest first in requests of at most ``max_request_bytes``."""
+    def _drain(self) -> SendResult | None:
+        """Send the backlog oldest first in requests of at most ``max_request_bytes``
+        (serialized); None when it is empty, else the retryable failure that stopped it."""
         while True:
             with self._lock:
-                chunk = self._take_chunk()
+                chunk = self._backlog.take(self.config.max_request_bytes)
             if not chunk:
-                return True
-            error = self._export([item.data for item in chunk])
-            with self._lock:
-                self._inflight = []
-                if error is None:
-                    self._bump(
-                        exported_points=sum(i.points for i in chunk),
-                        exported_batches=len(chunk),
-                        export_requests=1,
-                    )
-                    self._stats = replace(self._stats, last_success_ts_s=time.time())
-                    continue
-                kept = [i for i in chunk if not i.cancelled]
-                lost = [i for i in chunk if i.cancelled]
-                self._backlog.extendleft(reversed(kept))  # oldest still first
-                self._bump(
-                    failed_exports=1,
-                    dropped_batches=len(lost),
-                    dropped_bytes=sum(i.nbytes for i in lost),
-                    dropped_points=sum(i.points for i in lost),
-                )
-                self._stats = replace(self._stats, last_error=error)
-            log.warning(
-                "OTLP export to %s failed (%s); keeping %d batches (%d bytes), will retry",
-                self.config.safe_endpoint(),
-                error,
-                self._stats.backlog_batches,
-                self._stats.backlog_bytes,
-            )
-            return False
+                return None
+            result = self._send(chunk)
+            self._report(result, len(chunk), self._settle(result))
+            if result.outcome is Outcome.RETRY:
+                return result
 
-    def _export(self, items: list[MetricsData]) -> str | None:
-        """None on success, else a redacted reason."""
-        self._scrubber.last_message = ""
+    def _settle(self, result: SendResult) -> OtlpStats:
+        """Account for the in-flight request's outcome; returns the new stats."""
+        with self._lock:
+            if result.outcome is Outcome.OK:
+                sent, _ = self._backlog.settle(delivered=True, keep=False)
+                self._bump(
+                    exported_points=sum(e.points for e in sent),
+                    exported_batches=len(sent),
+                    export_requests=1,
+                    rejected_points=result.rejected_points,
+                )
+                last_error = result.error or self._stats.last_error  # a partial success is an error too
+                self._stats = replace(self._stats, last_success_ts_s=time.time(), last_error=last_error)
+            else:
+                _, lost = self._backlog.settle(delivered=False, keep=result.outcome is Outcome.RETRY)
+                self._bump(failed_exports=1, **_dropped(lost))
+                self._stats = replace(self._stats, last_error=result.error)
+            return self._stats
+
+    def _report(self, result: SendResult, batches: int, stats: OtlpStats) -> None:
+        endpoint = self.config.safe_endpoint()
+        if result.outcome is Outcome.OK:
+            if result.error:
+                log.warning("OTLP export to %s: %s", endpoint, result.error)
+        elif result.outcome is Outcome.DROP:
+            log.warning("OTLP export to %s rejected (%s); dropped %d batches, not retried",
+                        endpoint, result.error, batches)  # fmt: skip
+        else:
+            log.warning("OTLP export to %s failed (%s); keeping %d batches (%d bytes), will retry",
+                        endpoint, result.error, stats.backlog_batches, stats.backlog_bytes)  # fmt: skip
+
+    def _send(self, chunk: list[Entry]) -> SendResult:
         try:
-            result = self._exporter.export(merge(items), timeout_millis=self.config.timeout_s * 1000)
-        except Exception as exc:
-            return self.config.redact(f"{type(exc).__name__}: {exc}")
-        if result is MetricExportResult.SUCCESS:
-            return None
-        return self._scrubber.last_message or "exporter returned FAILURE"
+            return self._transport.send(request_body(chunk, self._transport.body_encoding))
+        except Exception as exc:  # deterministic (a bug, bad metadata): retrying would wedge the queue
+            return SendResult(Outcome.DROP, self.config.redact(f"{type(exc).__name__}: {exc}"))
+
+
+def _dropped(entries: list[Entry]) -> dict[str, int]:
+    return {
+        "dropped_batches": len(entries),
+        "dropped_bytes": sum(e.held_bytes for e in entries),
+        "dropped_points": sum(e.points for e in entries),
+    }
 
 
 def otlp_sink_from_args(args: argparse.Namespace | None, env: Mapping[str, str]) -> OtlpSink | None:

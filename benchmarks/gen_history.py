@@ -2,7 +2,8 @@
 
 ``<store>/<table>/date=YYYY-MM-DD/replica=<r>/<segment>.parquet`` for the tables
 signals, signals_1m, histograms, histograms_1m, events, requests (+ ``replicas/<r>.json``),
-one compacted segment per (table, hour, replica), as after the store's compaction. Histograms are binned from
+one compacted segment per (table, hour, replica), as after the store's compaction (which merges the
+minute rollups of each closed UTC day into one file per replica). Histograms are binned from
 the generated requests, so the ``requests`` table and the buckets agree exactly.
 
     .venv/bin/python benchmarks/gen_history.py --store /tmp/hist --replicas 20 --duration-s 86400
@@ -26,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from exporters.store import rollups
-from exporters.store.compaction import write_atomic
+from exporters.store.compaction import CompactionPolicy, compact_partition, write_atomic
 from exporters.store.schema import SCHEMAS
 from exporters.store.segments import partition_dir, segment_name
 
@@ -322,6 +323,17 @@ def generate(store: Path, fleet: Fleet) -> None:
         cols = {"kind": pa.array([r[2] for r in mine]), "detail": pa.array([r[3] for r in mine]),
                 "replica_count": pa.array([r[4] for r in mine], pa.int32())}  # fmt: skip
         _write_days(store, "events", _name(i), _table(fleet, _name(i), t_s, cols))
+    _compact_rollups(store)
+
+
+def _compact_rollups(store: Path) -> None:
+    """What the writers' compaction does to closed days: the store's own code merges each
+    day's hourly rollup files; the second pass deletes the replaced ones (no readers here)."""
+    policy, now_s = CompactionPolicy(delete_grace_s=0.0), dt.datetime.now(dt.UTC).timestamp()
+    for table in rollups.SOURCE_OF:
+        for folder in sorted((store / table).glob("date=*/replica=*")):
+            for _ in range(2):
+                compact_partition(folder, now_s, policy)
 
 
 def main(argv: list[str] | None = None) -> int:

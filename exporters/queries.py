@@ -51,9 +51,10 @@ _HISTOGRAMS = {"raw": "histograms_in($t0, $t1)", "1m": "histograms_1m_partials_i
 def _latency_sql(source: str, signal_filter: str = "signal = $signal", check: str = "true") -> str:
     """Quantiles of bucket counts summed (store macro ``sum_buckets``) per time bucket, series
     and signal; rows with another bucket layout (another engine) form their own group. The
-    rollup is read as partials: summing them here equals summing the finished minutes."""
+    rollup is read as partials: summing them here equals summing the finished minutes.
+    ``MATERIALIZED``: else DuckDB inlines ``lists`` and sums the buckets twice (filter, select)."""
     return f"""
-WITH lists AS (
+WITH lists AS MATERIALIZED (
     SELECT time_bucket(to_seconds($bucket_s), ts) AS t,
            CASE WHEN $per_replica THEN replica ELSE '{FLEET}' END AS replica,
            signal, bounds, sum_buckets(counts) AS counts
@@ -123,7 +124,7 @@ EVENTS_SQL = f"""
 SELECT ts, replica, kind, detail, replica_count
 FROM events_in($t0, $t1)
 WHERE (len($kinds) = 0 OR list_contains($kinds, kind)) AND {_FILTER}
-ORDER BY ts, replica"""
+ORDER BY ts, replica, kind, detail"""
 
 SLOWEST_REQUESTS_SQL = f"""
 SELECT ts, replica, request_id, ttft_s, e2e_s, queue_time_s, prompt_tokens,

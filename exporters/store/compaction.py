@@ -31,6 +31,7 @@ from exporters.store.segments import (
 log = logging.getLogger(__name__)
 
 HOUR_S = 3600
+DAY_S = 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,24 +78,33 @@ def compact_partition(
     stats = stats or CompactionStats()
     date_start_s = _folder_date_start_s(folder)
     visible, hidden = split_visible(list_segments(folder))
-    by_hour: dict[int, list[Segment]] = {}
+    day_closed = now_s >= date_start_s + DAY_S + policy.close_grace_s
+    if day_closed and folder.parent.parent.name in SOURCE_OF:
+        # A closed day's minute rollup (small) becomes one file: a day's query opens one file
+        # per replica instead of 24.
+        if len(visible) > 1:
+            _publish_merge(folder, visible, stats)
+        _delete_replaced(folder, hidden, policy, stats)
+        return stats
+    by_hour: dict[tuple[int, int], list[Segment]] = {}
     for seg in visible:
-        by_hour.setdefault(seg.hour, []).append(seg)
-    for hour, segs in by_hour.items():
-        hour_end_s = date_start_s + (hour + 1) * HOUR_S
+        by_hour.setdefault((seg.hour, seg.last_hour), []).append(seg)
+    for (_, last_hour), segs in by_hour.items():
+        hour_end_s = date_start_s + (last_hour + 1) * HOUR_S
         closed = now_s >= hour_end_s + policy.close_grace_s
         fresh = [s for s in segs if s.lo == s.hi]
         if closed and len(segs) > 1:
-            _publish_merge(folder, hour, segs, stats)
+            _publish_merge(folder, segs, stats)
         elif not closed and len(fresh) >= policy.chunk_segments:
-            _publish_merge(folder, hour, fresh, stats)
+            _publish_merge(folder, fresh, stats)
     _delete_replaced(folder, hidden, policy, stats)
     return stats
 
 
-def _publish_merge(folder: Path, hour: int, sources: list[Segment], stats: CompactionStats) -> None:
+def _publish_merge(folder: Path, sources: list[Segment], stats: CompactionStats) -> None:
     lo, hi = min(s.lo for s in sources), max(s.hi for s in sources)
-    write_atomic(_merge(folder, sources), folder, segment_name(hour, lo, hi))
+    first, last = min(s.hour for s in sources), max(s.last_hour for s in sources)
+    write_atomic(_merge(folder, sources), folder, segment_name(first, lo, hi, last))
     stats.files_merged += len(sources)
     stats.files_written += 1
 

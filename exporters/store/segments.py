@@ -3,10 +3,12 @@
 A partition folder ``<store>/<table>/date=YYYY-MM-DD/replica=<id>/`` holds segments named
 ``h<HH>_<lo>_<hi>.parquet``: HH is the UTC hour of every row in the file; lo..hi is the range
 of writer sequence numbers the file covers (a freshly flushed segment has lo == hi; a
-compacted file covers the range of the segments it merged). Sequence numbers only grow per
-replica, and compaction merges *every* segment of an hour inside its range, so:
+compacted file covers the range of the segments it merged). A file merged from several hours
+(the minute rollups of a closed day) is ``h<HH>-<KK>_<lo>_<hi>.parquet``: its rows lie in
+hours HH..KK. Sequence numbers only grow per replica, and compaction merges *every* segment
+of its hours inside its range, so:
 
-    a file is hidden when another file of the same hour covers a range containing its own.
+    a file is hidden when another file's hours and sequence range both contain its own.
 
 Compaction publishes the merged file first (atomic rename), which hides its sources at once
 for every new listing, and deletes the sources only after a grace period, so a query that
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from exporters.store.rollups import SOURCE_OF
 
-SEGMENT_RE = re.compile(r"^h(\d{2})_(\d{16})_(\d{16})\.parquet$")
+SEGMENT_RE = re.compile(r"^h(\d{2})(?:-(\d{2}))?_(\d{16})_(\d{16})\.parquet$")
 TMP_PREFIX = ".tmp-"
 HOUR_S = 3600
 DAY_S = 86400
@@ -35,24 +37,44 @@ _SAFE = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_"
 
 @dataclass(frozen=True, slots=True, order=True)
 class Segment:
-    hour: int
+    hour: int  # first (or only) UTC hour of the rows
     lo: int
     hi: int
     name: str
+    last_hour: int  # == hour except for a file merged from several hours
+
+    @property
+    def hours(self) -> range:
+        return range(self.hour, self.last_hour + 1)
+
+    @property
+    def multi_hour(self) -> bool:
+        return self.last_hour != self.hour
 
     def covers(self, other: Segment) -> bool:
-        return self.hour == other.hour and self.lo <= other.lo and other.hi <= self.hi and self != other
+        return (
+            self.hour <= other.hour
+            and other.last_hour <= self.last_hour
+            and self.lo <= other.lo
+            and other.hi <= self.hi
+            and self != other
+        )
 
 
-def segment_name(hour: int, lo: int, hi: int) -> str:
-    return f"h{hour:02d}_{lo:016d}_{hi:016d}.parquet"
+def segment_name(hour: int, lo: int, hi: int, last_hour: int | None = None) -> str:
+    hours = f"{hour:02d}" if last_hour is None or last_hour == hour else f"{hour:02d}-{last_hour:02d}"
+    return f"h{hours}_{lo:016d}_{hi:016d}.parquet"
 
 
 def parse_segment(name: str) -> Segment | None:
     match = SEGMENT_RE.match(name)
     if not match:
         return None
-    return Segment(int(match[1]), int(match[2]), int(match[3]), name)
+    hour = int(match[1])
+    last_hour = hour if match[2] is None else int(match[2])
+    if last_hour < hour or last_hour > 23:
+        return None
+    return Segment(hour, int(match[3]), int(match[4]), name, last_hour)
 
 
 def list_segments(folder: Path) -> list[Segment]:
@@ -65,23 +87,33 @@ def list_segments(folder: Path) -> list[Segment]:
 
 def split_visible(segments: list[Segment]) -> tuple[list[Segment], list[tuple[Segment, Segment]]]:
     """(visible, [(hidden, covering file)]) for one partition folder."""
+    hidden: list[tuple[Segment, Segment]] = []
+    # Multi-hour files are few (one per merged day): check every file against them first, then
+    # single-hour files only against their own hour's.
+    spans = _keep_uncovered([s for s in segments if s.multi_hour], hidden)
     by_hour: dict[int, list[Segment]] = {}
     for seg in segments:
-        by_hour.setdefault(seg.hour, []).append(seg)
-    visible: list[Segment] = []
-    hidden: list[tuple[Segment, Segment]] = []
-    for group in by_hour.values():
-        # Widest ranges first: a file is hidden iff an earlier (wider) file covers it.
-        group.sort(key=lambda s: (s.lo, -s.hi))
-        kept: list[Segment] = []
-        for seg in group:
-            cover = next((k for k in kept if k.covers(seg)), None)
-            if cover is None:
-                kept.append(seg)
-            else:
-                hidden.append((seg, cover))
-        visible.extend(kept)
+        if seg.multi_hour:
+            continue
+        cover = next((k for k in spans if k.covers(seg)), None)
+        if cover is None:
+            by_hour.setdefault(seg.hour, []).append(seg)
+        else:
+            hidden.append((seg, cover))
+    visible = spans + [seg for group in by_hour.values() for seg in _keep_uncovered(group, hidden)]
     return sorted(visible), hidden
+
+
+def _keep_uncovered(group: list[Segment], hidden: list[tuple[Segment, Segment]]) -> list[Segment]:
+    # Widest first: a file is hidden iff an earlier (wider) file covers it.
+    kept: list[Segment] = []
+    for seg in sorted(group, key=lambda s: (s.lo, -s.hi, s.hour, -s.last_hour)):
+        cover = next((k for k in kept if k.covers(seg)), None)
+        if cover is None:
+            kept.append(seg)
+        else:
+            hidden.append((seg, cover))
+    return kept
 
 
 def partition_folders(
@@ -105,8 +137,8 @@ def visible_files(
     """Absolute paths of the files a reader should scan now for ``table``.
 
     With ``t0_s``/``t1_s`` (epoch seconds, either may be None = unbounded) only files whose
-    hour can hold a row with ``t0_s <= ts <= t1_s`` are listed. Visibility is decided per hour,
-    so leaving whole hours out never un-hides a file another one covers."""
+    hours can hold a row with ``t0_s <= ts <= t1_s`` are listed. A covering file spans every
+    hour of the files it covers, so leaving files out never un-hides one."""
     return [
         os.path.join(folder, seg.name)
         for folder, segments in _visible_by_folder(store_dir, table, t0_s, t1_s)
@@ -120,9 +152,10 @@ def rollup_covers(store_dir: Path, rollup: str, t0_s: float | None, t1_s: float 
 
     def hours(table: str) -> set[tuple[str, str, int]]:
         return {
-            (folder.parent.name, folder.name, seg.hour)
+            (folder.parent.name, folder.name, hour)
             for folder, segments in _visible_by_folder(store_dir, table, t0_s, t1_s)
             for seg in segments
+            for hour in seg.hours
         }
 
     return hours(SOURCE_OF[rollup]) <= hours(rollup)
@@ -136,11 +169,10 @@ def hour_span(store_dir: Path, table: str) -> tuple[float, float] | None:
     for ordered in (dates, dates[::-1]):
         for date_dir in ordered:
             day_s = _date_start_s(date_dir.name)
-            hours = [
-                s.hour for r in _subdirs(date_dir, "replica=") for s in split_visible(list_segments(r))[0]
-            ]
-            if hours and day_s is not None:
-                starts.append(day_s + (min(hours) if ordered is dates else max(hours)) * HOUR_S)
+            segs = [s for r in _subdirs(date_dir, "replica=") for s in split_visible(list_segments(r))[0]]
+            if segs and day_s is not None:
+                hour = min(s.hour for s in segs) if ordered is dates else max(s.last_hour for s in segs)
+                starts.append(day_s + hour * HOUR_S)
                 break
     return (starts[0], starts[1]) if len(starts) == 2 else None
 
@@ -154,7 +186,9 @@ def _visible_by_folder(
         day_s = _date_start_s(folder.parent.name)
         segments = list_segments(folder)
         if bounded and day_s is not None:
-            segments = [s for s in segments if _overlaps(day_s + s.hour * HOUR_S, HOUR_S, t0_s, t1_s)]
+            segments = [
+                s for s in segments if _overlaps(day_s + s.hour * HOUR_S, len(s.hours) * HOUR_S, t0_s, t1_s)
+            ]
         out.append((folder, split_visible(segments)[0]))
     return out
 

@@ -30,35 +30,13 @@ from exporters.store import rollups
 from exporters.store.compaction import CompactionPolicy, compact_partition, write_atomic
 from exporters.store.schema import SCHEMAS
 from exporters.store.segments import partition_dir, segment_name
+from simfleet.sgl_families import E2E_BUCKETS_S, ITL_BUCKETS_S, QUEUE_BUCKETS_S, TTFT_BUCKETS_S
 
-# SGLang 0.5.23 default buckets, so list sizes (19-41) match a real store.
-BOUNDS_S = (
-    0.1,
-    0.2,
-    0.4,
-    0.6,
-    0.8,
-    1.0,
-    2.0,
-    4.0,
-    6.0,
-    8.0,
-    10.0,
-    20.0,
-    40.0,
-    60.0,
-    80.0,
-    100.0,
-    200.0,
-    400.0,
-    math.inf,
-)
-E2E_BOUNDS_S = BOUNDS_S[:-1] + (600.0, 1200.0, 1800.0, 2400.0, math.inf)
-ITL_BOUNDS_S = (0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.06, 0.08, 0.1,
-                0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 4.0, 6.0, 8.0, math.inf)  # fmt: skip
-QUEUE_BOUNDS_S = (0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 15.0, 20.0, 30.0,
-                  40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 700.0, 800.0,
-                  900.0, 1000.0, 1200.0, 1400.0, 1600.0, 1800.0, 2000.0, 2500.0, 3000.0, math.inf)  # fmt: skip
+# SGLang 0.5.23 default buckets (the simulator's declarations), so list sizes match a real store.
+BOUNDS_S = (*TTFT_BUCKETS_S, math.inf)
+E2E_BOUNDS_S = (*E2E_BUCKETS_S, math.inf)
+ITL_BOUNDS_S = (*ITL_BUCKETS_S, math.inf)
+QUEUE_BOUNDS_S = (*QUEUE_BUCKETS_S, math.inf)
 ENGINE, MODEL, REGION, GPU = "sglang", "llama-3.1-8b", "us-east", "H100"
 
 

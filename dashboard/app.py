@@ -1,7 +1,8 @@
 """enginescope incident dashboard (``enginescope dashboard`` runs ``streamlit run`` on this file).
 
 The store folder comes from ``ENGINESCOPE_STORE`` (or ``--store`` after ``--`` on the
-streamlit command line); SLOs from ``ENGINESCOPE_RECIPE`` / ``ENGINESCOPE_SLO_*`` or the URL.
+streamlit command line); SLOs from the URL, else ``ENGINESCOPE_RECIPE`` / ``ENGINESCOPE_SLO_*``,
+else the store's ``recipe.toml`` (written by ``enginescope demo --recipe``).
 All view state lives in the URL query string.
 """
 
@@ -14,9 +15,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import cached, charts, views
+from dashboard import bench, cached, charts, views
 from dashboard.data import Window
-from dashboard.state import RANGES_S, VIEWS, ViewState, slo_from_env
+from dashboard.state import RANGES_S, VIEWS, ViewState, default_slo
 
 LIVE_REFRESH_S = 5
 
@@ -29,7 +30,12 @@ def store_dir() -> str:
 
 
 def sidebar(
-    state: ViewState, first: dt.datetime, last: dt.datetime, names: list[str], models: list[str]
+    state: ViewState,
+    first: dt.datetime,
+    last: dt.datetime,
+    names: list[str],
+    models: list[str],
+    slo_source: str = "",
 ) -> None:
     """Widgets seeded from the URL; any change is written back to the URL."""
     with st.sidebar:
@@ -46,15 +52,24 @@ def sidebar(
         state.per_replica = st.toggle("Latency per replica", state.per_replica)
         state.live = st.toggle(f"Live (refresh every {LIVE_REFRESH_S} s)", state.live)
         st.caption("SLO p95 thresholds (s); empty = 3x the window median")
+        if slo_source:
+            st.caption(slo_source)
         for key, label in (("ttft_p95_s", "TTFT"), ("itl_p95_s", "ITL"), ("e2e_p95_s", "e2e")):
             value = st.number_input(label, min_value=0.0, value=state.slo.get(key, 0.0), format="%.3f")
-            state.slo.pop(key, None) if value <= 0 else state.slo.__setitem__(key, value)
+            # A statement, not an expression: Streamlit "magic" would write an expression's value.
+            if value <= 0:
+                state.slo.pop(key, None)
+            else:
+                state.slo[key] = value
     if st.query_params.to_dict() != state.to_params():
         st.query_params.from_dict(state.to_params())
 
 
 def render(store: str, state: ViewState) -> None:
     """One pass over the current window (the live fragment reruns only this)."""
+    if state.view == "bench":  # bench runs have no time window and may be all a store holds
+        bench.render_bench(store, state)
+        return
     span = cached.time_range(store)
     if span is None:
         st.info(f"The store {store} holds no data yet.")
@@ -80,11 +95,11 @@ def main() -> None:
     st.title("enginescope · incident view")
     store = store_dir()
     try:
-        default_slo = slo_from_env()
+        slo, slo_source = default_slo(Path(store))
     except ValueError as exc:
         st.error(str(exc))
-        default_slo = {}
-    state = ViewState.from_params(st.query_params.to_dict(), default_slo)
+        slo, slo_source = {}, ""
+    state = ViewState.from_params(st.query_params.to_dict(), slo)
     if not Path(store).is_dir():
         st.info(f"No store at {store}: start a sidecar or `enginescope demo` to create one.")
         return
@@ -93,8 +108,8 @@ def main() -> None:
     names = sorted(replicas["replica"].tolist()) if replicas is not None else []
     models = sorted(m for m in replicas["model"].dropna().unique() if m) if replicas is not None else []
     first, last = span or (dt.datetime.now(dt.UTC), dt.datetime.now(dt.UTC))
-    sidebar(state, first, last, names, models)
-    if state.live and state.view != "sql":
+    sidebar(state, first, last, names, models, slo_source)
+    if state.live and state.view not in ("sql", "bench"):
         st.fragment(run_every=LIVE_REFRESH_S)(render)(store, state)
     else:
         render(store, state)

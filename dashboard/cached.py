@@ -86,3 +86,13 @@ def incidents(
         window.effective_bucket_s,
         pd.Timestamp(window.t1),
     )
+
+
+@st.cache_data(ttl=RESULT_TTL_S, show_spinner=False)
+def bench_runs(store_dir: str) -> pd.DataFrame:
+    return data.load_bench_runs(_con(store_dir))
+
+
+@st.cache_data(ttl=RESULT_TTL_S, show_spinner=False, max_entries=8)
+def bench_curve(store_dir: str, run_id: str) -> pd.DataFrame:
+    return data.load_bench_curve(_con(store_dir), run_id)

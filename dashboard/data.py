@@ -248,6 +248,16 @@ def window_quantile(con: duckdb.DuckDBPyConnection, window: Window, signal: str,
     return None if df.empty or pd.isna(df["value"].iloc[0]) else float(df["value"].iloc[0])
 
 
+def load_bench_runs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """``enginescope bench`` runs, latest first (empty when the store holds none)."""
+    return queries.run_preset(con, "bench_runs")
+
+
+def load_bench_curve(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """One run's rows by concurrency; ``run_id`` '' = the latest run."""
+    return queries.run_preset(con, "bench_curve", {"run_id": run_id})
+
+
 def _empty_latency() -> pd.DataFrame:
     return pd.DataFrame(columns=["t", "replica", "p50", "p95", "p99", "observations"])
 

@@ -20,9 +20,13 @@ RANGES_S: dict[str, float | None] = {
     "all": None,
     "custom": None,
 }
-VIEWS = ("incident", "replica", "requests", "sql")
+VIEWS = ("incident", "replica", "requests", "bench", "sql")
+BENCH_THROUGHPUTS = {"tps": ("output_tps", "output throughput (tokens/s)"),
+                     "rps": ("throughput_rps", "throughput (requests/s)")}  # fmt: skip
 SLO_PARAMS = {"slo_ttft": "ttft_p95_s", "slo_itl": "itl_p95_s", "slo_e2e": "e2e_p95_s"}
 SLO_ENV = {key: f"ENGINESCOPE_SLO_{key.upper()}" for key in SLO_PARAMS.values()}
+STORE_RECIPE = "recipe.toml"  # ``enginescope demo --recipe`` copies its recipe here
+SLO_FROM_STORE = f"SLOs from {STORE_RECIPE} in the store"
 
 
 @dataclass
@@ -37,6 +41,8 @@ class ViewState:
     per_replica: bool = False
     live: bool = False
     slo: dict[str, float] = field(default_factory=dict)
+    bench_run: str = ""  # bench view; "" = the latest run
+    bench_throughput: str = "tps"
 
     @classmethod
     def from_params(
@@ -52,6 +58,9 @@ class ViewState:
         state.replicas = tuple(r for r in params.get("replicas", "").split(",") if r)
         state.model, state.replica = params.get("model", ""), params.get("replica", "")
         state.per_replica, state.live = params.get("per_replica") == "1", params.get("live") == "1"
+        state.bench_run = params.get("run", "")
+        tput = params.get("tput", "tps")
+        state.bench_throughput = tput if tput in BENCH_THROUGHPUTS else "tps"
         for param, key in SLO_PARAMS.items():
             value = _float(params.get(param))
             if value is not None:
@@ -63,7 +72,9 @@ class ViewState:
         if self.range == "custom" and self.t0 and self.t1:
             out |= {"t0": self.t0.isoformat(), "t1": self.t1.isoformat()}
         optional = {"replicas": ",".join(self.replicas), "model": self.model, "replica": self.replica,
-                    "per_replica": "1" if self.per_replica else "", "live": "1" if self.live else ""}  # fmt: skip
+                    "per_replica": "1" if self.per_replica else "", "live": "1" if self.live else "",
+                    "run": self.bench_run,
+                    "tput": "" if self.bench_throughput == "tps" else self.bench_throughput}  # fmt: skip
         out |= {k: v for k, v in optional.items() if v}
         out |= {param: f"{self.slo[key]:g}" for param, key in SLO_PARAMS.items() if key in self.slo}
         return out
@@ -100,6 +111,17 @@ def slo_from_env(env: Mapping[str, str] = os.environ) -> dict[str, float]:
         if value is not None:
             slo[key] = value
     return slo
+
+
+def default_slo(store_dir: Path, env: Mapping[str, str] = os.environ) -> tuple[dict[str, float], str]:
+    """The page's default SLOs and where they came from: ``enginescope dashboard``'s recipe or
+    flags; without either, the store's own ``recipe.toml`` (URL values win over both)."""
+    if env.get("ENGINESCOPE_RECIPE") or any(env.get(var) for var in SLO_ENV.values()):
+        return slo_from_env(env), ""
+    path = store_dir / STORE_RECIPE
+    if not path.is_file():
+        return {}, ""
+    return slo_from_recipe(path), SLO_FROM_STORE
 
 
 def _iso(text: str | None) -> dt.datetime | None:

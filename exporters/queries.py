@@ -162,6 +162,21 @@ SELECT replica, any_value(model) AS model, any_value(engine) AS engine,
        any_value(gpu_type) AS gpu_type, min(first_ts) AS first_ts, max(last_ts) AS last_ts
 FROM signals_1m_partials GROUP BY replica ORDER BY replica"""
 
+# ``enginescope bench`` runs (view ``bench``: one row per concurrency level, ``ts`` = level end).
+BENCH_RUNS_SQL = """
+SELECT run_id, any_value(recipe) AS recipe, any_value(model) AS model, any_value(target) AS target,
+       any_value(url) AS url, max(ts) AS finished_ts, count(*) AS levels,
+       max(concurrency) AS max_concurrency,
+       max(concurrency) FILTER (WHERE meets_slo) AS max_concurrency_meeting_slo,
+       max(output_tps) FILTER (WHERE meets_slo) AS max_output_tps_meeting_slo
+FROM bench GROUP BY run_id ORDER BY finished_ts DESC, run_id DESC"""
+
+# One run's curve; ``$run_id`` '' = the latest run.
+BENCH_CURVE_SQL = """
+SELECT * EXCLUDE (ts_s) FROM bench
+WHERE run_id = CASE WHEN $run_id = '' THEN (SELECT max_by(run_id, ts) FROM bench) ELSE $run_id END
+ORDER BY concurrency"""
+
 GPU_DEVICES_SQL = f"""
 SELECT * FROM gpu_in($t0, $t1) WHERE {_FILTER} ORDER BY ts, gpu_index"""
 
@@ -251,6 +266,19 @@ PRESETS: dict[str, Preset] = {
             "Slowest finished requests by e2e latency (needs the per-request export)",
             SLOWEST_REQUESTS_SQL,
             _window(limit=20),
+        ),
+        Preset(
+            "bench_runs",
+            "enginescope bench runs, latest first: levels, highest concurrency and output tokens/s "
+            "that met the recipe's SLO",
+            BENCH_RUNS_SQL,
+        ),
+        Preset(
+            "bench_curve",
+            "One bench run's rows by concurrency (client- and engine-side p50/p95/p99 in s, "
+            "output_tps in tokens/s, throughput_rps in requests/s); run_id '' = the latest",
+            BENCH_CURVE_SQL,
+            {"run_id": ""},
         ),
         Preset("replicas", "Replicas in the store with model, engine and time span", REPLICAS_SQL),
         Preset("time_range", "First and last signal timestamp in the store", TIME_RANGE_SQL),

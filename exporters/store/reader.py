@@ -12,6 +12,9 @@ name tell). Windowed queries should read ``signals_in($t0, $t1)`` and still filt
 ``enginescope_hour_span(table)`` is [start of the oldest hour, start of the newest hour] with
 files, ``enginescope_rollup_complete(rollup, t0, t1)`` whether the rollup has a file for every
 hour of its source table in the window; both only list folders.
+
+``bench`` reads the runs of ``enginescope bench`` (``<store>/bench/<run>.parquet``, one file
+per run, written to a dot-named temp file and renamed): no partitions, no compaction.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from exporters.store import macros, schema
@@ -39,13 +43,29 @@ _FILE_VIEWS = {name: name for name in VIEW_TABLES} | {
     "histograms_1m_partials": "histograms_1m",
     "signals_1m_partials": "signals_1m",
 }
+# The columns ``enginescope.cmd_bench.write_bench`` writes (this package may not import it); the
+# anchor gives them types, so a store without runs, or a run without engine metrics, still has them.
+_BENCH_LATENCIES = tuple(
+    f"{side}_{signal}_p{q}_s"
+    for side in ("client", "engine")
+    for signal in ("ttft", "itl", "e2e")
+    for q in (50, 95, 99)
+)
+BENCH_SCHEMA = pa.schema(
+    [(name, pa.string()) for name in ("run_id", "recipe", "model", "url", "target", "itl_slo_side")]
+    + [("ts_s", pa.float64()), ("concurrency", pa.int64())]
+    + [(name, pa.float64()) for name in ("duration_s", "requests", "ok", "failed", "throughput_rps")]
+    + [(name, pa.float64()) for name in ("output_tps", *_BENCH_LATENCIES)]
+    + [("meets_slo", pa.bool_())]
+)
+BENCH_TABLE = "bench"
 _ANCHOR_DATE = "1970-01-01"
 _ANCHOR_REPLICA = "__anchor__"
 
 
 def open_store(store_dir: str | Path, sandbox: bool = False) -> duckdb.DuckDBPyConnection:
     """Connection with views ``samples``, ``histograms``, ``histograms_1m``, ``signals``,
-    ``events``, ``gpu``, ``requests`` and the SQL macros of ``exporters.store.macros``.
+    ``events``, ``gpu``, ``requests``, ``bench`` and the SQL macros of ``exporters.store.macros``.
 
     ``sandbox=True`` is for untrusted ad-hoc SQL: files are read through a read-only
     filesystem rooted at the store, the local filesystem is disabled and the configuration
@@ -70,7 +90,10 @@ def open_store(store_dir: str | Path, sandbox: bool = False) -> duckdb.DuckDBPyC
         paths = [f"{anchor_prefix}/{_anchor_relpath(table)}"]
         if creating:
             return paths
-        found = visible_files(store, table, _epoch_s(t0), _epoch_s(t1))
+        if table == BENCH_TABLE:
+            found = bench_files(store)
+        else:
+            found = visible_files(store, table, _epoch_s(t0), _epoch_s(t1))
         paths.extend(prefix + p[len(str(store)) :] for p in found)
         return paths
 
@@ -101,6 +124,7 @@ def open_store(store_dir: str | Path, sandbox: bool = False) -> duckdb.DuckDBPyC
     for view, table in _FILE_VIEWS.items():
         con.execute(f"CREATE VIEW {view} AS {_view_sql(table, 'NULL', 'NULL')}")
         con.execute(f"CREATE MACRO {view}_in(t0, t1) AS TABLE {_view_sql(table, 't0', 't1')}")
+    _create_bench_view(con)
     macros.register(con)
     creating = False
     if sandbox:
@@ -126,7 +150,30 @@ def _view_sql(table: str, t0: str, t1: str) -> str:
     )
 
 
+def _create_bench_view(con: duckdb.DuckDBPyConnection) -> None:
+    """``bench``: every run's rows plus ``ts`` (the level's end, UTC); ``bench_in(t0, t1)``
+    filters on ``ts`` (NULL = unbounded)."""
+    con.execute(
+        f"CREATE VIEW {BENCH_TABLE} AS SELECT *, to_timestamp(ts_s) AS ts FROM read_parquet("
+        f"enginescope_files('{BENCH_TABLE}', NULL::TIMESTAMPTZ, NULL::TIMESTAMPTZ), union_by_name = true)"
+    )
+    con.execute(
+        f"CREATE MACRO {BENCH_TABLE}_in(t0, t1) AS TABLE SELECT * FROM {BENCH_TABLE} "
+        "WHERE (t0 IS NULL OR ts >= t0) AND (t1 IS NULL OR ts <= t1)"
+    )
+
+
+def bench_files(store: Path) -> list[str]:
+    """Finished bench runs: the writer's dot-named temp files are not runs yet."""
+    folder = store / BENCH_TABLE
+    if not folder.is_dir():
+        return []
+    return sorted(str(p) for p in folder.glob("*.parquet") if not p.name.startswith("."))
+
+
 def _anchor_relpath(table: str) -> str:
+    if table == BENCH_TABLE:  # run files are not partitioned
+        return f"{table}/anchor.parquet"
     # A hive-style path like the real files', so hive columns (date, replica) line up.
     return f"{table}/date={_ANCHOR_DATE}/replica={_ANCHOR_REPLICA}/anchor.parquet"
 
@@ -140,6 +187,9 @@ def _write_anchors() -> Path:
         path = folder / _anchor_relpath(table)
         path.parent.mkdir(parents=True)
         pq.write_table(schema.empty_table(table), path)
+    bench = folder / _anchor_relpath(BENCH_TABLE)
+    bench.parent.mkdir(parents=True)
+    pq.write_table(BENCH_SCHEMA.empty_table(), bench)
     return folder
 
 

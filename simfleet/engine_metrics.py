@@ -151,12 +151,14 @@ class EngineMetrics:
                 self.reg.set("sglang:num_paused_reqs", self.ls(b, pid=str(rank.pid)), 0)
 
     # ---- scheduler side ------------------------------------------------------------------------
-    def publish_gauges(self, dp_rank: int, gauges: dict[str, float]) -> None:
+    def publish_gauges(self, dp_rank: int, gauges: dict[str, float], retracted_reqs: int = 0) -> None:
+        """One stats report; ``retracted_reqs`` = retractions since the previous report."""
         for rank in self.groups[dp_rank]:
             if not rank.logs_stats:
                 continue
             for name in DYNAMIC_GAUGES:
                 self.reg.set(f"sglang:{name}", rank.base, gauges.get(name, 0.0))
+            self.reg.set("sglang:num_retracted_reqs", self.ls(rank.base, pid=str(rank.pid)), retracted_reqs)
             for family in ("sglang:routing_key_running_req_count", "sglang:routing_key_all_req_count"):
                 lower = "0"
                 for upper in ROUTING_KEY_BOUNDS:
@@ -211,7 +213,6 @@ class EngineMetrics:
             self.reg.inc("sglang:num_retracted_requests_total", rank.base, len(reqs))
             self.reg.inc("sglang:num_retracted_input_tokens_total", rank.base, input_tokens)
             self.reg.inc("sglang:num_retracted_output_tokens_total", rank.base, output_tokens)
-            self.reg.set("sglang:num_retracted_reqs", self.ls(rank.base, pid=str(rank.pid)), len(reqs))
 
     def evicted(self, dp_rank: int, tokens: int, seconds: float) -> None:
         for rank in self.groups[dp_rank]:

@@ -61,8 +61,10 @@ class SchedulerRank:
         self._pending = {"prefill_compute": 0, "prefill_cache": 0, "decode": 0}
         self._last_hit_rate = 0.0
         self._spec = {"verify": 0, "accepted": 0, "correct": 0}
+        # values only a decode report writes; prefill and idle reports leave them as they were
+        self._decode_report: dict[str, float] = {"gen_throughput": 0.0}
+        self._retracted_since_report = self._retracted_reported = 0
         self._last_publish_s = -math.inf
-        self._published_busy = False
         self._last_graph = 1
         # time accounting not yet flushed to metrics, and the recent-load window
         self.unflushed = {"busy": 0.0, "overhead": 0.0, "idle": 0.0}
@@ -79,7 +81,9 @@ class SchedulerRank:
                 if until > self.now_s:
                     self.unflushed["idle"] += until - self.now_s
                     self.now_s = until
-                self._maybe_republish_idle()
+                if not self.busy:  # Scheduler.on_idle
+                    self.new_token_ratio = self.p.new_token_ratio_init
+                    self._maybe_republish_idle()
                 if self.now_s >= horizon_s:
                     return
                 continue
@@ -199,6 +203,7 @@ class SchedulerRank:
         if not victims:
             return
         self.waiting.extendleft(reversed(victims))
+        self._retracted_since_report += len(victims)
         decoded = sum(r.output_tokens for r in self.decoding)
         max_new = sum(r.max_new_tokens for r in self.decoding) or 1
         self.new_token_ratio = min(1.0, (decoded + RETRACT_DECODE_STEPS * len(self.decoding)) / max_new)
@@ -333,62 +338,67 @@ class SchedulerRank:
         self._pending["prefill_cache"] += prefill_cached
         self._pending["decode"] += decode_tokens
         self._window_decode_tokens += decode_tokens
+        if plan.chunks:  # every prefill batch reports, a chunk continuation included
+            self.publish(cache_hit_rate=prefill_cached / max(1, prefill_cached + prefill_new))
         if batch:
             self._decode_iters += 1
             self._last_graph = int(len(batch) <= self.p.cuda_graph_max_bs)
-        if plan.admits:
-            self._last_hit_rate = prefill_cached / max(1, prefill_cached + prefill_new)
-            self.publish()
-        elif batch and self._decode_iters % DECODE_LOG_INTERVAL == 0:
-            elapsed = self.now_s - self._window_start_s
-            self._gen_throughput = self._window_decode_tokens / elapsed if elapsed > 0 else 0.0
-            self._window_start_s, self._window_decode_tokens = self.now_s, 0
-            self.publish()
+            if self._decode_iters % DECODE_LOG_INTERVAL == 0:
+                self._decode_log(batch)
+
+    def _decode_log(self, batch: list[SimRequest]) -> None:
+        """SGLang's decode report: throughput since the previous one (idle time included)."""
+        elapsed = self.now_s - self._window_start_s
+        report = self._decode_report
+        report["gen_throughput"] = self._window_decode_tokens / elapsed if elapsed > 0 else 0.0
+        self._window_start_s, self._window_decode_tokens = self.now_s, 0
+        report["decode_sum_seq_lens"] = sum(r.kv_tokens for r in batch)
+        spec, p = self._spec, self.p
+        if self.engine.spec_accept_length > 1.0 and spec["verify"]:
+            report["spec_accept_length"] = spec["accepted"] / spec["verify"]
+            report["spec_accept_rate"] = spec["correct"] / (spec["verify"] * (p.spec_num_draft_tokens - 1))
+            report["spec_num_steps"] = p.spec_num_steps
+            report["spec_num_draft_tokens"] = p.spec_num_draft_tokens
+        else:
+            for name in ("spec_accept_length", "spec_accept_rate", "spec_num_steps", "spec_num_draft_tokens"):
+                report[name] = 0.0
+        self._spec = {"verify": 0, "accepted": 0, "correct": 0}
+        self.publish(cache_hit_rate=0.0)  # SGLang's decode report zeroes the hit rate
 
     def _maybe_republish_idle(self) -> None:
-        if self.busy:
-            return
-        if self._published_busy or self.now_s - self._last_publish_s >= IDLE_REPUBLISH_S:
-            self._gen_throughput = 0.0
-            self._window_start_s, self._window_decode_tokens = self.now_s, 0
-            self.publish()
+        """Idle schedulers rewrite the gauges only once 30 s passed since the last report."""
+        if self.now_s - self._last_publish_s > IDLE_REPUBLISH_S:
+            self._decode_report["gen_throughput"] = 0.0
+            self._retracted_since_report = self._retracted_reported  # not recounted when idle
+            self.publish(cache_hit_rate=self._last_hit_rate)
 
-    def publish(self) -> None:
-        p, cap = self.p, self.p.kv_capacity_tokens
-        spec = self.engine.spec_accept_length > 1.0 and self._spec["verify"] > 0
-        verify = max(1, self._spec["verify"])
-        running = len(self.decoding) + (self.chunked is not None)
+    def publish(self, cache_hit_rate: float) -> None:
+        cap = self.p.kv_capacity_tokens
+        self._last_hit_rate = cache_hit_rate
         gauges = {
-            "num_running_reqs": running,
+            **self._decode_report,
+            "num_running_reqs": len(self.decoding) + (self.chunked is not None),
             "num_queue_reqs": self.visible_waiting(),
             "num_grammar_queue_reqs": 0,
-            "gen_throughput": self._gen_throughput,
-            "cache_hit_rate": self._last_hit_rate,
-            "decode_sum_seq_lens": sum(r.kv_tokens for r in self.decoding),
+            "cache_hit_rate": cache_hit_rate,
             "token_usage": round(self.kv_used / cap, 2),
             "full_token_usage": self.kv_used / cap,
             "num_used_tokens": self.kv_used,
             "kv_available_tokens": cap - self.kv_used - self.kv_evictable,
             "kv_evictable_tokens": self.kv_evictable,
             "kv_used_tokens": self.kv_used,
-            "spec_accept_length": self._spec["accepted"] / verify if spec else 0.0,
-            "spec_accept_rate": self._spec["correct"] / (verify * (p.spec_num_draft_tokens - 1))
-            if spec
-            else 0.0,
-            "spec_num_steps": p.spec_num_steps if spec else 0,
-            "spec_num_draft_tokens": p.spec_num_draft_tokens if spec else 0,
             "utilization": 0.0,  # SGLang 0.5.23 leaves it at 0 (code TODO)
             "fwd_occupancy": math.nan,  # needs SGLANG_ENABLE_METRICS_DEVICE_TIMER
             "new_token_ratio": self.new_token_ratio,
             "is_cuda_graph": self._last_graph,
             "num_unique_running_routing_keys": 0,
         }
-        self.engine.metrics.publish_gauges(self.dp_rank, gauges)
+        metrics = self.engine.metrics
+        metrics.publish_gauges(self.dp_rank, gauges, retracted_reqs=self._retracted_since_report)
+        self._retracted_reported, self._retracted_since_report = self._retracted_since_report, 0
         pending = self._pending
-        self.engine.metrics.log_interval_tokens(
+        metrics.log_interval_tokens(
             self.dp_rank, pending["prefill_compute"], pending["prefill_cache"], pending["decode"]
         )
         self._pending = {"prefill_compute": 0, "prefill_cache": 0, "decode": 0}
-        self._spec = {"verify": 0, "accepted": 0, "correct": 0}
         self._last_publish_s = self.now_s
-        self._published_busy = self.busy

@@ -96,12 +96,16 @@ def test_kv_exhaustion_retracts_and_still_finishes_everything() -> None:
     profile = EngineProfile.from_mapping({"kv_capacity_tokens": 30000, "max_running_requests": 64})
     gt = GroundTruth()
     engine = ready_engine(profile, groundtruth=gt)
-    peak = 0
+    peak = peak_gauge = 0
+    gauge_labels = SCHED.with_extra(pid=str(engine.metrics.groups[0][0].pid))
     for _ in range(40):
         engine.submit(300, max_new_tokens=1500, output_tokens=1500, stream=True)
     while not engine.drained:
         engine.step(0.05)
         peak = max(peak, engine.ranks[0].kv_used + engine.ranks[0].kv_evictable)
+        peak_gauge = max(peak_gauge, engine.registry.value("sglang:num_retracted_reqs", gauge_labels))
+    # the gauge holds the retractions since the previous stats report, so it falls back to 0
+    assert peak_gauge > 0 and engine.registry.value("sglang:num_retracted_reqs", gauge_labels) == 0
     retracted = engine.registry.value("sglang:num_retracted_requests_total", SCHED)
     assert retracted and retracted > 0
     assert sum(r["retractions"] for r in gt.records) == retracted
@@ -268,3 +272,59 @@ def test_gpu_intensity_grows_with_decode_batch() -> None:
     many = engine.gpu_intensity()
     assert 0.55 <= one < 0.7
     assert many > 0.9 and many <= 1.0
+
+
+def gauge(engine: SimEngine, name: str) -> float:
+    value = engine.registry.value(f"sglang:{name}", SCHED)
+    assert value is not None
+    return value
+
+
+def test_gauges_stay_at_the_last_report_until_the_30s_idle_republish() -> None:
+    engine = ready_engine()
+    for _ in range(8):
+        engine.submit(500, max_new_tokens=300, output_tokens=300)
+    while not engine.drained:
+        engine.step(0.5)
+    busy_throughput = gauge(engine, "gen_throughput")
+    # a scrape after the load ended still sees the last decode report
+    assert gauge(engine, "num_running_reqs") == 8 and busy_throughput > 1000
+    engine.step(31.0)
+    assert gauge(engine, "num_running_reqs") == 0 and gauge(engine, "gen_throughput") == 0
+    # the next decode report divides by the time since the previous one, idle time included
+    for _ in range(8):
+        engine.submit(500, max_new_tokens=300, output_tokens=300)
+    engine.step(0.5)
+    assert 0 < gauge(engine, "gen_throughput") < 0.1 * busy_throughput
+
+
+def test_prefill_reports_cover_chunks_and_decode_reports_zero_the_hit_rate() -> None:
+    engine = ready_engine()
+    engine.set_prefix_cache_hit_ratio(0.0)
+    engine.submit(20000, max_new_tokens=100, output_tokens=100)
+    engine.step(0.8)  # two 8192-token chunks of ~0.33 s each, no new admission in the second
+    compute = SCHED.with_extra(mode="prefill_compute")
+    assert engine.registry.value("sglang:realtime_tokens_total", compute) == 2 * 8192
+    engine.step(2.0)
+    engine.set_prefix_cache_hit_ratio(0.5)
+    req = engine.submit(2000, max_new_tokens=400, output_tokens=400)
+    engine.step(0.1)  # one prefill of the uncached part, then a few decode steps
+    assert req.cached_tokens > 0
+    assert gauge(engine, "cache_hit_rate") == pytest.approx(req.cached_tokens / req.prompt_tokens)
+    engine.step(0.5)  # > 40 decode iterations: the decode report writes 0
+    assert gauge(engine, "cache_hit_rate") == 0.0 and gauge(engine, "gen_throughput") > 0
+
+
+def test_spec_gauges_come_from_decode_reports_only() -> None:
+    engine = ready_engine(PROFILES["llama-8b-h100"], seed=5)
+    engine.set_spec_accept_length(3.0)
+    for _ in range(4):
+        engine.submit(500, max_new_tokens=400, output_tokens=400)
+    while not engine.drained:
+        engine.step(0.5)
+    length, rate = gauge(engine, "spec_accept_length"), gauge(engine, "spec_accept_rate")
+    assert 2.0 < length < 3.5 and rate == pytest.approx((length - 1) / 3)
+    engine.step(2.0)
+    engine.submit(500, max_new_tokens=400, output_tokens=400)
+    engine.step(0.05)  # a prefill report with no verify step since the last decode report
+    assert gauge(engine, "spec_accept_length") == length and gauge(engine, "spec_num_draft_tokens") == 4

@@ -7,11 +7,13 @@ malformed with prometheus_client 0.23-0.26; the parser copes with it anyway).
 
 from __future__ import annotations
 
+import http.client
 import logging
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 from collectors.model import Batch, EventKind, EventRow, Identity, SampleRow, SignalRow
 from collectors.normalise import Normaliser
@@ -37,18 +39,41 @@ class ScrapeResult:
 
 def http_get(url: str, timeout_s: float, accept: str = ACCEPT_TEXT) -> ScrapeResult:
     request = urllib.request.Request(url, headers={"Accept": accept, "User-Agent": "enginescope-sidecar"})
+    deadline_s = time.monotonic() + timeout_s
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            raw = response.read(MAX_BODY_BYTES + 1)
+            raw = _read_body(response, url, timeout_s, deadline_s)
             content_type = response.headers.get("Content-Type")
     except urllib.error.HTTPError as exc:
         raise ScrapeError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ScrapeError(f"{url}: {reason}") from exc
+    except http.client.HTTPException as exc:  # a bad status line, a broken chunked body
+        raise ScrapeError(f"{url}: {type(exc).__name__}: {exc}") from exc
     if len(raw) > MAX_BODY_BYTES:
         raise ScrapeError(f"{url}: body larger than {MAX_BODY_BYTES} bytes")
     return ScrapeResult(raw.decode("utf-8", errors="replace"), content_type)
+
+
+def _read_body(response: Any, url: str, timeout_s: float, deadline_s: float) -> bytes:
+    """Read at most ``MAX_BODY_BYTES + 1`` bytes, giving up at ``deadline_s`` (monotonic).
+
+    The socket timeout bounds each read only: a body trickling in would hold the tick for ever.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_BODY_BYTES:
+        if time.monotonic() > deadline_s:
+            raise ScrapeError(f"{url}: no complete response within {timeout_s:g}s")
+        chunk = response.read1(min(1 << 20, MAX_BODY_BYTES + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if getattr(response, "length", None):  # Content-Length not reached: the connection was cut
+        raise ScrapeError(f"{url}: response cut short ({response.length} bytes missing)")
+    return b"".join(chunks)
 
 
 class _Counter:

@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     if not _wait_engine(sidecar, stop, args):
         sidecar.stop()
         raise CliError(f"engine at {args.engine_url} did not answer /metrics within {args.wait_engine_s:g}s")
-    sidecar.start()
+    if not stop.is_set():  # a signal during the wait: go straight to the final tick
+        sidecar.start()
     while not stop.wait(0.5):  # short waits keep the main thread responsive to signals
         pass
     sidecar.drain("signal received")

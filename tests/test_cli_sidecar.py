@@ -64,3 +64,27 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], message: s
     assert proc.returncode == 2
     assert message in stderr
     assert "Traceback" not in stderr
+
+
+@pytest.mark.slow
+def test_sigterm_while_waiting_for_the_engine_exits_without_starting_the_loop(tmp_path: Path) -> None:
+    from exporters.store import open_store
+
+    proc = _sidecar(
+        "--engine-url", "http://127.0.0.1:9", "--store", str(tmp_path), "--wait-engine-s", "60",
+        "--interval-s", "0.05", "--gpu", "none",
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "state" / "sidecar-ids").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # past the signal handlers' installation, inside wait_for_engine
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    con = open_store(tmp_path)
+    scrapes = con.execute(
+        "SELECT max(value) FROM samples WHERE metric = 'enginescope_sidecar_scrapes_total'"
+    ).fetchone()[0]
+    assert scrapes == 1  # only stop()'s final tick; the scrape loop was never started
+    kinds = {r[0] for r in con.execute("SELECT kind FROM events").fetchall()}
+    assert {"container_started", "draining", "container_stopped"} <= kinds

@@ -199,3 +199,72 @@ def test_exporter_health_is_stored_while_the_otlp_endpoint_is_down(tmp_path: Pat
         "SELECT max(value) FROM samples WHERE metric = 'enginescope_otlp_exported_points_total'"
     ).fetchone()[0]
     assert exported == 0
+
+
+def test_a_slowly_dribbling_engine_cannot_hold_a_scrape_past_its_timeout() -> None:
+    """The socket timeout is per read; a body trickling in just under it must still be cut off."""
+    import socket
+    import threading
+    import time
+
+    from collectors.engine_source import ScrapeError, http_get
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def dribble() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n")
+            for _ in range(1000):  # one byte every 0.1 s: 100 s in all, each read well inside 0.5 s
+                if done.wait(0.1):
+                    return
+                try:
+                    conn.sendall(b"#")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=dribble, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ScrapeError, match="within"):
+            http_get(f"http://127.0.0.1:{listener.getsockname()[1]}/metrics", timeout_s=0.5)
+        assert time.monotonic() - started < 5.0  # bounded by the timeout, not by the engine
+    finally:
+        done.set()
+        thread.join(5)
+        listener.close()
+
+
+def test_a_body_cut_short_is_a_failed_scrape_not_a_counter_reset() -> None:
+    """A connection closed mid-body would leave ``...total 12`` of ``...total 123456``: a fake reset."""
+    import socket
+    import threading
+
+    from collectors.engine_source import ScrapeError, http_get
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve_half() -> None:
+        for _ in range(2):
+            conn, _ = listener.accept()
+            with conn:
+                request = conn.recv(65536)
+                body = b"sglang:num_requests_total 12"  # of "123456\n"
+                head = b"Content-Length: 35\r\n" if b"/len" in request else b"Transfer-Encoding: chunked\r\n"
+                if b"/len" not in request:
+                    body = b"%x\r\n%s\r\n" % (40, body)  # a chunk announced longer than what arrives
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n" + head + b"\r\n" + body)
+
+    thread = threading.Thread(target=serve_half, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    try:
+        for path in ("/len", "/chunked"):
+            with pytest.raises(ScrapeError, match="127.0.0.1"):
+                http_get(f"http://127.0.0.1:{port}{path}", timeout_s=2.0)
+    finally:
+        thread.join(5)
+        listener.close()

@@ -214,3 +214,42 @@ def test_odd_replica_ids_round_trip(tmp_path: Path, replica: str) -> None:
     con = open_store(tmp_path)
     assert con.execute("SELECT DISTINCT replica FROM samples").fetchall() == [(replica,)]
     assert all("/" not in p.name for p in (tmp_path / "samples").glob("*/*")) and os.sep == "/"
+
+
+def test_failed_flush_keeps_rows_for_the_next_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transient write error (full disk, Volume hiccup) must not drop the buffered rows."""
+    from exporters.store import compaction
+
+    writer = _writer(tmp_path)
+    writer.write(_batch(T0, n=3))
+    real_write = compaction.write_atomic
+    calls = {"n": 0}
+
+    def flaky(table, folder, name):
+        calls["n"] += 1
+        if calls["n"] == 3:  # fail midway: some tables already written, the rest not
+            raise OSError(28, "No space left on device")
+        return real_write(table, folder, name)
+
+    monkeypatch.setattr(compaction, "write_atomic", flaky)
+    with pytest.raises(OSError):
+        writer.flush()
+    writer.write(_batch(T0 + 1))
+    writer.flush()
+    con = open_store(tmp_path)
+    for view, expected in (("samples", 4), ("histograms", 4), ("signals", 2), ("events", 2), ("requests", 2)):
+        assert con.execute(f"SELECT count(*) FROM {view}").fetchone() == (expected,), view
+    rolled = con.execute("SELECT sum(count) FROM histograms_1m").fetchone()[0]
+    assert rolled == con.execute("SELECT sum(count) FROM histograms").fetchone()[0]
+
+
+def test_one_unconvertible_request_row_does_not_drop_other_tables(tmp_path: Path) -> None:
+    writer = _writer(tmp_path)
+    batch = _batch(T0)
+    batch.requests.append(RequestRow(T0, {"request_id": 12345, "prompt_tokens": "many"}))
+    writer.write(batch)
+    writer.flush()
+    con = open_store(tmp_path)
+    assert con.execute("SELECT count(*) FROM samples").fetchone() == (1,)
+    assert con.execute("SELECT count(*) FROM events").fetchone() == (1,)
+    assert con.execute("SELECT request_id FROM requests").fetchall() == [("r1",)]

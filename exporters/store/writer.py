@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from collectors.model import Batch, Identity
 from exporters.store import compaction, rollups, schema
 from exporters.store.compaction import CompactionPolicy, CompactionStats
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 Rows = list[tuple[Identity, Any]]
 ROW_TABLES = ("samples", "histograms", "signals", "events", "gpu", "requests")
+MAX_RETRY_ROWS = 1_000_000  # per table, kept across failed flushes (bounded memory if the store is down)
 
 
 class StoreWriter:
@@ -128,26 +131,53 @@ class StoreWriter:
         with self._buffer_lock:
             buffered, self._buffer = self._buffer, {t: [] for t in ROW_TABLES}
             replicas = dict(self._replicas)
-        written = 0
-        for table, rows in buffered.items():
-            if not rows:
-                continue
-            for (replica, date_key, hour), group in _partition(rows).items():
-                folder = partition_dir(self.store_dir, table, date_key, replica)
-                arrow = schema.to_arrow(table, group)
-                self._write_segment(folder, hour, arrow)
-                if table in rollups.ROLLUP_OF:
-                    rollup = rollups.ROLLUP_OF[table]
-                    rollup_dir = partition_dir(self.store_dir, rollup, date_key, replica)
-                    self._write_segment(rollup_dir, hour, _minute_partials(table, group))
-                written += len(group)
-        self.rows_written += written
-        if written:
-            self._write_replica_files(replicas)
+        groups = [
+            (table, key, group)
+            for table, rows in buffered.items()
+            if rows
+            for key, group in _partition(rows).items()
+        ]
+        written = done = 0
+        try:
+            for table, (replica, date_key, hour), group in groups:
+                written += self._write_group(table, replica, date_key, hour, group)
+                done += 1
+        except Exception:  # a transient I/O error: what was not written goes to the next flush
+            self._requeue(groups[done:])
+            raise
+        finally:
+            self.rows_written += written
+            if written:
+                self._write_replica_files(replicas)
 
-    def _write_segment(self, folder: Path, hour: int, arrow: Any) -> None:
+    def _write_group(self, table: str, replica: str, date_key: str, hour: int, group: Rows) -> int:
+        """One segment (and its rollup partials), both or neither; returns the rows written."""
+        arrow, group = _to_arrow(table, group)
+        if arrow is None:
+            return 0
+        path = self._write_segment(partition_dir(self.store_dir, table, date_key, replica), hour, arrow)
+        if table in rollups.ROLLUP_OF:
+            rollup_dir = partition_dir(self.store_dir, rollups.ROLLUP_OF[table], date_key, replica)
+            try:
+                self._write_segment(rollup_dir, hour, _minute_partials(table, group))
+            except Exception:
+                path.unlink(missing_ok=True)  # retried whole: no raw row without its rollup, none twice
+                raise
+        return len(group)
+
+    def _requeue(self, groups: list[tuple[str, Any, Rows]]) -> None:
+        """Put unwritten rows back in front of the buffer, keeping at most ``MAX_RETRY_ROWS``."""
+        with self._buffer_lock:
+            for table, _, group in reversed(groups):
+                self._buffer[table][:0] = group
+            for rows in self._buffer.values():
+                if len(rows) > MAX_RETRY_ROWS:  # the store stays unwritable: drop the oldest
+                    log.error("store writer: dropping %d unwritten rows", len(rows) - MAX_RETRY_ROWS)
+                    del rows[: len(rows) - MAX_RETRY_ROWS]
+
+    def _write_segment(self, folder: Path, hour: int, arrow: Any) -> Path:
         seq = self._next_seq()
-        compaction.write_atomic(arrow, folder, segment_name(hour, seq, seq))
+        return compaction.write_atomic(arrow, folder, segment_name(hour, seq, seq))
 
     def _compact_locked(self, now_s: float) -> CompactionStats:
         self._last_compact_s = now_s
@@ -200,6 +230,23 @@ def _partition(rows: Rows) -> dict[tuple[str, str, int], Rows]:
             day_cache[hour_index] = date_key
         groups.setdefault((ident.replica, date_key, hour_index % 24), []).append((ident, row))
     return groups
+
+
+def _to_arrow(table: str, group: Rows) -> tuple[Any, Rows]:
+    """Arrow table of ``group``; rows whose values do not fit the schema are dropped, not the group."""
+    try:
+        return schema.to_arrow(table, group), group
+    except (pa.ArrowException, TypeError, ValueError):
+        pass
+    kept = []
+    for item in group:
+        try:
+            schema.to_arrow(table, [item])
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            log.error("store writer: dropping a %s row that does not fit the schema: %s", table, exc)
+        else:
+            kept.append(item)
+    return (schema.to_arrow(table, kept) if kept else None), kept
 
 
 def _minute_partials(table: str, rows: Rows) -> Any:

@@ -268,3 +268,38 @@ def test_a_body_cut_short_is_a_failed_scrape_not_a_counter_reset() -> None:
     finally:
         thread.join(5)
         listener.close()
+
+
+def test_stop_with_a_stuck_scrape_writes_events_without_a_racing_second_scrape(
+    tmp_path: Path, base_text: str
+) -> None:
+    import threading
+
+    from collectors.model import Batch
+    from exporters.store import open_store
+
+    release = threading.Event()
+    calls: list[float] = []
+
+    class StuckSource:
+        name = "stuck"
+
+        def collect(self, now_s: float) -> Batch:
+            calls.append(now_s)
+            release.wait(10)
+            return Batch(sidecar.identity)
+
+        def close(self) -> None:
+            return None
+
+    with ExpositionServer(base_text) as server:
+        sidecar = Sidecar(SidecarConfig(engine_url=server.url, store_dir=tmp_path, interval_s=0.1))
+        sidecar.sources.append(StuckSource())
+        sidecar.start()
+        while not calls:
+            release.wait(0.05)
+        sidecar.stop(timeout_s=0.3)
+        release.set()
+    assert len(calls) == 1  # the final tick did not call into the busy source again
+    kinds = {r[0] for r in open_store(tmp_path).execute("SELECT kind FROM events").fetchall()}
+    assert {"container_started", "container_stopped"} <= kinds

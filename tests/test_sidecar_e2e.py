@@ -303,3 +303,28 @@ def test_stop_with_a_stuck_scrape_writes_events_without_a_racing_second_scrape(
     assert len(calls) == 1  # the final tick did not call into the busy source again
     kinds = {r[0] for r in open_store(tmp_path).execute("SELECT kind FROM events").fetchall()}
     assert {"container_started", "container_stopped"} <= kinds
+
+
+def test_gpu_readings_pair_with_engine_samples_by_asof_join(tmp_path: Path, base_text: str) -> None:
+    from exporters.store import open_store
+    from simfleet.nvml import SimGpuSpec, SimulatedNvml
+
+    nvml = SimulatedNvml([SimGpuSpec(), SimGpuSpec()], lambda: 0.5)
+    with ExpositionServer(base_text) as server:
+        sidecar = Sidecar(SidecarConfig(engine_url=server.url, store_dir=tmp_path, nvml=nvml))
+        for _ in range(3):
+            sidecar.tick()
+        sidecar.stop()
+    rows = (
+        open_store(tmp_path)
+        .execute(
+            "SELECT s.ts, g.ts, s.value, g.power_w FROM samples s "
+            "ASOF JOIN (SELECT * FROM gpu WHERE gpu_index = 0) g ON s.replica = g.replica AND s.ts >= g.ts "
+            "WHERE s.metric = 'sglang:num_running_reqs' ORDER BY s.ts"
+        )
+        .fetchall()
+    )
+    assert len(rows) == 4  # three ticks and the final one at stop
+    for engine_ts, gpu_ts, _, power_w in rows:
+        assert gpu_ts <= engine_ts and (engine_ts - gpu_ts).total_seconds() < 1.0
+        assert 70 < power_w < 700

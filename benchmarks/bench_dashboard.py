@@ -31,9 +31,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from dashboard import diagnosis
-from dashboard.data import Window, list_replicas, load_incident, open_connection, store_time_range
-from dashboard.tail import TailCache
+from enginescope.dashboard import diagnosis
+from enginescope.dashboard.data import Window, list_replicas, load_incident, open_connection, store_time_range
+from enginescope.dashboard.tail import TailCache
 
 ROOT = Path(__file__).resolve().parents[1]
 

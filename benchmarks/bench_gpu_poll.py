@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from collectors.gpu import GpuSource  # noqa: E402
-from collectors.model import Identity  # noqa: E402
-from simfleet.nvml import SimGpuSpec, SimulatedNvml  # noqa: E402
+from enginescope.collectors.gpu import GpuSource  # noqa: E402
+from enginescope.collectors.model import Identity  # noqa: E402
+from enginescope.simfleet.nvml import SimGpuSpec, SimulatedNvml  # noqa: E402
 
 GPUS = 8
 

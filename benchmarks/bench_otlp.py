@@ -21,13 +21,13 @@ from dataclasses import replace
 
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 
-from collectors.catalog import COUNTER_SIGNALS, GAUGE_SIGNALS, HISTOGRAM_SIGNALS
-from collectors.model import Batch, GpuRow, HistogramRow, Identity, SampleRow, SignalRow
-from exporters.otlp.config import NameStyle, OtlpConfig
-from exporters.otlp.mapping import OtlpMapper
-from exporters.otlp.sink import OtlpSink
-from exporters.otlp.transport import Outcome, SendResult
-from exporters.prom_endpoint import PromEndpointSink
+from enginescope.collectors.catalog import COUNTER_SIGNALS, GAUGE_SIGNALS, HISTOGRAM_SIGNALS
+from enginescope.collectors.model import Batch, GpuRow, HistogramRow, Identity, SampleRow, SignalRow
+from enginescope.exporters.otlp.config import NameStyle, OtlpConfig
+from enginescope.exporters.otlp.mapping import OtlpMapper
+from enginescope.exporters.otlp.sink import OtlpSink
+from enginescope.exporters.otlp.transport import Outcome, SendResult
+from enginescope.exporters.prom_endpoint import PromEndpointSink
 
 IDENTITY = Identity(
     "ta-bench", "sglang", "llama-3.1-8b-instruct", "us-east-1", "H100", "aws", "app", "im", "h"
@@ -195,8 +195,10 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--memory"]:
-        logging.getLogger("exporters.otlp.sink").setLevel(logging.ERROR)  # "endpoint down" warnings
+        logging.getLogger("enginescope.exporters.otlp.sink").setLevel(
+            logging.ERROR
+        )  # "endpoint down" warnings
         print(memory_row(sys.argv[2]))
     else:
-        logging.getLogger("exporters.otlp.sink").setLevel(logging.ERROR)
+        logging.getLogger("enginescope.exporters.otlp.sink").setLevel(logging.ERROR)
         main()

@@ -25,8 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from collectors.exposition import ExpositionParser  # noqa: E402
-from collectors.normalise import Normaliser  # noqa: E402
+from enginescope.collectors.exposition import ExpositionParser  # noqa: E402
+from enginescope.collectors.normalise import Normaliser  # noqa: E402
 
 FIXTURE = ROOT / "tests/fixtures/sglang/0.5.23-single-gpu/metrics.txt"
 RESULTS = ROOT / "benchmarks/RESULTS.md"

@@ -14,8 +14,8 @@ import math
 import tempfile
 import time
 
-from collectors.model import Batch, HistogramRow, Identity, SampleRow, SignalRow
-from exporters.store import CompactionPolicy, StoreWriter, open_store
+from enginescope.collectors.model import Batch, HistogramRow, Identity, SampleRow, SignalRow
+from enginescope.store import CompactionPolicy, StoreWriter, open_store
 
 BOUNDS = tuple([0.005 * 2**i for i in range(19)] + [math.inf])
 

@@ -26,11 +26,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from exporters.store import rollups
-from exporters.store.compaction import CompactionPolicy, compact_partition, write_atomic
-from exporters.store.schema import SCHEMAS
-from exporters.store.segments import partition_dir, segment_name
-from simfleet.sgl_families import E2E_BUCKETS_S, ITL_BUCKETS_S, QUEUE_BUCKETS_S, TTFT_BUCKETS_S
+from enginescope.simfleet.sgl_families import E2E_BUCKETS_S, ITL_BUCKETS_S, QUEUE_BUCKETS_S, TTFT_BUCKETS_S
+from enginescope.store import rollups
+from enginescope.store.compaction import CompactionPolicy, compact_partition, write_atomic
+from enginescope.store.schema import SCHEMAS
+from enginescope.store.segments import partition_dir, segment_name
 
 # SGLang 0.5.23 default buckets (the simulator's declarations), so list sizes match a real store.
 BOUNDS_S = (*TTFT_BUCKETS_S, math.inf)

@@ -30,8 +30,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from collectors.gpu import GpuSource  # noqa: E402
-from collectors.model import Identity  # noqa: E402
+from enginescope.collectors.gpu import GpuSource  # noqa: E402
+from enginescope.collectors.model import Identity  # noqa: E402
 
 # Child process: load GPU 0 with bf16/fp32 GEMMs until the deadline.
 LOAD_SCRIPT = r"""

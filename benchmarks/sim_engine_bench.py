@@ -11,9 +11,9 @@ import random
 import statistics
 import time
 
-from simfleet.engine import SimEngine
-from simfleet.groundtruth import GroundTruth
-from simfleet.profile import DEFAULT
+from enginescope.simfleet.engine import SimEngine
+from enginescope.simfleet.groundtruth import GroundTruth
+from enginescope.simfleet.profile import DEFAULT
 
 
 def run(replicas: int, rate_per_replica: float, sim_s: float, tick_s: float = 0.025, seed: int = 0):

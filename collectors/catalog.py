@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from collectors.model import Labels
+from enginescope.collectors.model import Labels
 
 HISTOGRAM_SIGNALS = ("ttft_seconds", "itl_seconds", "tpot_seconds", "e2e_seconds", "queue_time_seconds")
 GAUGE_SIGNALS = (

@@ -15,8 +15,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from collectors.model import Batch, EventKind, EventRow, Identity, SampleRow, SignalRow
-from collectors.normalise import Normaliser
+from enginescope.collectors.model import Batch, EventKind, EventRow, Identity, SampleRow, SignalRow
+from enginescope.collectors.normalise import Normaliser
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,15 @@ from __future__ import annotations
 
 import math
 
-from collectors.exposition_lines import escape_label_value
-from collectors.exposition_model import ExpositionError, MetricFamily, ParseResult, Sample, SeriesRef
-from collectors.exposition_scrape import Scrape, SeriesCache
+from enginescope.collectors.exposition_lines import escape_label_value
+from enginescope.collectors.exposition_model import (
+    ExpositionError,
+    MetricFamily,
+    ParseResult,
+    Sample,
+    SeriesRef,
+)
+from enginescope.collectors.exposition_scrape import Scrape, SeriesCache
 
 __all__ = [
     "ExpositionError",

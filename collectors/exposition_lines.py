@@ -1,6 +1,6 @@
 """Tokenizer for one exposition line: metric name, label pairs, value and timestamp.
 
-Only the slow path of :mod:`collectors.exposition` comes here (a series text not seen before,
+Only the slow path of :mod:`enginescope.collectors.exposition` comes here (a series text not seen before,
 or a line that failed the fast split); every error is a ``ValueError`` whose message says
 what is wrong, and the caller turns it into an ``ExpositionError`` naming the line.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 
-from collectors.model import Labels
+from enginescope.collectors.model import Labels
 
 NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")

@@ -1,6 +1,6 @@
 """What the exposition parser returns: families of samples, resolved series and line errors.
 
-Split from :mod:`collectors.exposition` (which re-exports every name here) so the parser,
+Split from :mod:`enginescope.collectors.exposition` (which re-exports every name here) so the parser,
 the line tokenizer and the per-scrape family assembly can share the types without a cycle.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from collectors.model import Labels
+from enginescope.collectors.model import Labels
 
 _LOG_LINE_CHARS = 200
 

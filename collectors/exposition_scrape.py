@@ -1,6 +1,6 @@
 """One line-by-line parse of an exposition: declarations, family assembly and the series cache.
 
-:class:`SeriesCache` outlives scrapes (one per :class:`collectors.exposition.ExpositionParser`);
+:class:`SeriesCache` outlives scrapes (one per :class:`enginescope.collectors.exposition.ExpositionParser`);
 :class:`Scrape` lives for one parse. A cached :class:`SeriesRef` is used as-is inside the
 ``# TYPE`` block it was resolved under, and elsewhere only if that sample name still resolves
 to the same declaration, so a family appearing or disappearing never makes the cache wrong.
@@ -8,7 +8,7 @@ to the same declaration, so a family appearing or disappearing never makes the c
 
 from __future__ import annotations
 
-from collectors.exposition_lines import (
+from enginescope.collectors.exposition_lines import (
     NAME_RE,
     parse_float,
     parse_value,
@@ -16,8 +16,8 @@ from collectors.exposition_lines import (
     split_sample,
     unescape_help,
 )
-from collectors.exposition_model import ExpositionError, MetricFamily, ParseResult, SeriesRef
-from collectors.model import MetricType
+from enginescope.collectors.exposition_model import ExpositionError, MetricFamily, ParseResult, SeriesRef
+from enginescope.collectors.model import MetricType
 
 _TYPES = {t.value: t.value for t in MetricType} | {"unknown": MetricType.UNTYPED.value}
 # (sample-name suffix, role) a declared family of each type accepts.

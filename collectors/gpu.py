@@ -3,7 +3,7 @@
 One ``collect`` reads every visible GPU into a ``GpuRow`` (keyed by UUID), adds the
 per-replica ``gpu_*`` signals and emits ``gpu_xid`` / ``gpu_throttle`` / ``gpu_lost`` /
 ``gpu_source_disabled`` events. ``nvml`` is the real ``pynvml`` module by default; the
-simulated one (``simfleet.nvml``) has the same surface.
+simulated one (``enginescope.simfleet.nvml``) has the same surface.
 
 Cost rules: static things (name, PCI id, max clocks) are read once per device, slow
 things every ``slow_every`` polls, and a field a device does not support is asked for
@@ -11,8 +11,8 @@ once, logged once, and never again. No NVML call here blocks (XID events are dra
 with a 0 ms wait). The source never raises: NVML missing disables it with one log line.
 
 Layout: this module is the Source (start-up, polling, lifecycle); reading one device is in
-``collectors.gpu_device`` and XID/throttle events in ``collectors.gpu_events``. All three log
-as ``collectors.gpu``.
+``enginescope.collectors.gpu_device`` and XID/throttle events in ``enginescope.collectors.gpu_events``. All three log
+as ``enginescope.collectors.gpu``.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Any
 
 import pynvml
 
-from collectors.gpu_device import STATIC_READERS, Device, DeviceReader, GpuLost, OnceLog
-from collectors.gpu_events import XidEvents, throttle_change
-from collectors.gpu_fields import ALL_COLUMNS, LOST_ERRORS, Value, replica_signals, text
-from collectors.model import Batch, EventKind, EventRow, GpuRow, Identity
+from enginescope.collectors.gpu_device import STATIC_READERS, Device, DeviceReader, GpuLost, OnceLog
+from enginescope.collectors.gpu_events import XidEvents, throttle_change
+from enginescope.collectors.gpu_fields import ALL_COLUMNS, LOST_ERRORS, Value, replica_signals, text
+from enginescope.collectors.model import Batch, EventKind, EventRow, GpuRow, Identity
 
 __all__ = ["ALL_COLUMNS", "GpuSource"]
 

@@ -1,4 +1,4 @@
-"""Reading one GPU for the NVML source (``collectors.gpu``): per-device state and one poll's columns.
+"""Reading one GPU for the NVML source (``enginescope.collectors.gpu``): per-device state and one poll's columns.
 
 A reader the device does not support is asked once, logged once and then skipped (or
 replaced by its older ``fallback`` call). ``nvmlDeviceGetFieldValues`` fetches memory
@@ -16,7 +16,7 @@ from typing import Any
 
 import pynvml
 
-from collectors.gpu_fields import (
+from enginescope.collectors.gpu_fields import (
     FIELD_VALUE_IDS,
     FV_MEMORY_TEMP,
     FV_PCIE_RX,
@@ -33,7 +33,7 @@ from collectors.gpu_fields import (
 )
 
 # One logger name for the whole GPU source, wherever its code lives: operators filter on it.
-log = logging.getLogger("collectors.gpu")
+log = logging.getLogger("enginescope.collectors.gpu")
 
 FAST_READERS = tuple(r for r in READERS if r.cadence is Cadence.FAST)
 SLOW_READERS = tuple(r for r in READERS if r.cadence is Cadence.SLOW)

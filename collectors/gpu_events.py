@@ -1,4 +1,4 @@
-"""GPU events for the NVML source (``collectors.gpu``): XID errors and throttle changes.
+"""GPU events for the NVML source (``enginescope.collectors.gpu``): XID errors and throttle changes.
 
 XIDs arrive through one NVML event set for all GPUs and are drained without waiting (a
 0 ms wait answers NVMLError_Timeout when nothing is queued), so a poll never blocks.
@@ -12,9 +12,9 @@ from typing import Any
 
 import pynvml
 
-from collectors.gpu_device import Device, OnceLog, handle_key, log
-from collectors.gpu_fields import SLOWDOWN_MASK, Value, reason_names
-from collectors.model import Batch, EventKind, EventRow
+from enginescope.collectors.gpu_device import Device, OnceLog, handle_key, log
+from enginescope.collectors.gpu_fields import SLOWDOWN_MASK, Value, reason_names
+from enginescope.collectors.model import Batch, EventKind, EventRow
 
 _XID = pynvml.nvmlEventTypeXidCriticalError
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pynvml
 
-from collectors.model import SignalRow
+from enginescope.collectors.model import SignalRow
 
 Value = float | int | str | bool | None
 

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from collectors.model import Identity
+from enginescope.collectors.model import Identity
 
 _MODAL_ENV = {
     "replica": "MODAL_TASK_ID",

@@ -17,10 +17,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from collectors.catalog import Catalog, Series, canonical_family, catalog_for, detect_engine
-from collectors.deltas import DeltaTracker, HistogramState
-from collectors.exposition import ExpositionError, ExpositionParser, MetricFamily
-from collectors.model import EventKind, EventRow, HistogramRow, Labels, SampleRow, SignalRow
+from enginescope.collectors.catalog import Catalog, Series, canonical_family, catalog_for, detect_engine
+from enginescope.collectors.deltas import DeltaTracker, HistogramState
+from enginescope.collectors.exposition import ExpositionError, ExpositionParser, MetricFamily
+from enginescope.collectors.model import EventKind, EventRow, HistogramRow, Labels, SampleRow, SignalRow
 
 _GAUGE_LIKE = frozenset({"gauge", "untyped", "info", "stateset", "gaugehistogram"})
 _MAX_RESET_FAMILIES_SHOWN = 5

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from collectors.model import Batch
+from enginescope.collectors.model import Batch
 
 
 class Source(Protocol):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collectors.model import Batch, Identity, RequestRow
+from enginescope.collectors.model import Batch, Identity, RequestRow
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import bench, cached, charts, views
-from dashboard.data import Window
-from dashboard.state import RANGES_S, VIEWS, ViewState, default_slo
+from enginescope.dashboard import bench, cached, charts, views
+from enginescope.dashboard.data import Window
+from enginescope.dashboard.state import RANGES_S, VIEWS, ViewState, default_slo
 
 LIVE_REFRESH_S = 5
 

@@ -14,10 +14,10 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import cached
-from dashboard.charts import SLO_COLOUR
-from dashboard.state import BENCH_THROUGHPUTS, STORE_RECIPE, ViewState, slo_from_recipe
-from recipes.schema import RECIPES_DIR
+from enginescope.dashboard import cached
+from enginescope.dashboard.charts import SLO_COLOUR
+from enginescope.dashboard.state import BENCH_THROUGHPUTS, STORE_RECIPE, ViewState, slo_from_recipe
+from enginescope.recipes.schema import RECIPES_DIR
 
 LATENCIES = (("ttft", "TTFT", "ttft_p95_s"), ("itl", "ITL", "itl_p95_s"), ("e2e", "e2e", "e2e_p95_s"))
 SIDE_COLOURS = {"client": "#1f77b4", "engine": "#ff7f0e"}

@@ -1,7 +1,7 @@
-"""Streamlit caches around ``dashboard.data``: one connection per store, results with a TTL.
+"""Streamlit caches around ``enginescope.dashboard.data``: one connection per store, results with a TTL.
 
 Arguments are plain values so Streamlit can hash them; every query takes its own cursor
-(``exporters.queries``), so the shared connection is safe across sessions.
+(``enginescope.views.queries``), so the shared connection is safe across sessions.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import duckdb
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, diagnosis
-from dashboard.tail import TailCache
+from enginescope.dashboard import data, diagnosis
+from enginescope.dashboard.tail import TailCache
 
 RESULT_TTL_S = 5  # short: a store being written keeps growing; live mode reruns every few s
 REPLICAS_TTL_S = 30

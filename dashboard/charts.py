@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from exporters.panels import Panel
+from enginescope.views.panels import Panel
 
 # 20 distinguishable colours; a replica keeps its index in the store's sorted replica list.
 PALETTE = (

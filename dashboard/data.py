@@ -1,7 +1,7 @@
 """Store access for the dashboard: connection, windows, and the incident view's data.
 
 Pure functions over a DuckDB connection (no Streamlit), so the benchmark and tests run
-exactly what the app runs. All SQL lives in ``exporters.queries``.
+exactly what the app runs. All SQL lives in ``enginescope.views.queries``.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pandas as pd
 
-from exporters import queries
-from exporters.panels import INCIDENT_PANELS, MARKER_EVENT_KINDS, PanelKind, scalar_signals
-from exporters.store import open_store
+from enginescope.store import open_store
+from enginescope.views import queries
+from enginescope.views.panels import INCIDENT_PANELS, MARKER_EVENT_KINDS, PanelKind, scalar_signals
 
 if TYPE_CHECKING:
-    from dashboard.tail import TailCache
+    from enginescope.dashboard.tail import TailCache
 
 # (max window span, bucket width): at most ~1,500 points per series (what a chart can draw
 # legibly and ship fast). Whole-minute buckets (from 6 h up) read the minute rollups; shorter

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from dashboard.data import Window
+from enginescope.dashboard.data import Window
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,11 @@ import io
 import pandas as pd
 import streamlit as st
 
-from dashboard import cached, charts, diagnosis
-from dashboard.data import Window
-from dashboard.state import ViewState
-from exporters import queries
-from exporters.panels import INCIDENT_PANELS, PanelKind, panel_by_id
+from enginescope.dashboard import cached, charts, diagnosis
+from enginescope.dashboard.data import Window
+from enginescope.dashboard.state import ViewState
+from enginescope.views import queries
+from enginescope.views.panels import INCIDENT_PANELS, PanelKind, panel_by_id
 
 RATE_OR_MEAN = {PanelKind.RATE: "rate", PanelKind.GAUGE: "mean"}
 

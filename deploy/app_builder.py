@@ -15,13 +15,14 @@ from typing import Any
 
 import modal
 
-from recipes.schema import Recipe
+from enginescope.deploy.sources import with_sources
+from enginescope.recipes.schema import Recipe
 
 # Our packages, shipped into every image as source (never baked-in settings or secrets).
-PACKAGES = ("collectors", "exporters", "enginescope", "recipes", "deploy", "simfleet")
+PACKAGES = ("collectors", "exporters", "store", "views", "loadgen", "recipes", "deploy", "simfleet")
 SIDECAR_REQUIREMENTS = ("pyarrow>=15", "duckdb>=1.1", "nvidia-ml-py>=12.0", "opentelemetry-sdk>=1.30",
                         "opentelemetry-exporter-otlp>=1.30")  # fmt: skip
-RECIPE_IN_IMAGE = "/root/enginescope/recipe.toml"
+RECIPE_IN_IMAGE = "/root/enginescope-recipe.toml"
 REQUEST_LOG_DIR = "/tmp/sglang-request-metrics"  # container-local; the sidecar tails it into the store
 HF_CACHE_PATH = "/root/.cache/huggingface"
 DEFAULT_SERVER_NAME = "sglang"
@@ -44,7 +45,7 @@ def container_env(recipe: Recipe, app_name: str, server_name: str) -> dict[str, 
         ENV_APP_NAME: app_name,
         ENV_SERVER_NAME: server_name,
         ENV_GPU: recipe.gpu.modal_gpu,
-        "MODAL_APP_NAME": app_name,  # read by collectors.identity
+        "MODAL_APP_NAME": app_name,  # read by enginescope.collectors.identity
         "ENGINESCOPE_GPU_TYPE": recipe.gpu.type.rstrip("!+"),
         "ENGINESCOPE_STORE": recipe.sidecar.store_path,
         "HF_HUB_CACHE": f"{HF_CACHE_PATH}/hub",
@@ -55,7 +56,7 @@ def container_env(recipe: Recipe, app_name: str, server_name: str) -> dict[str, 
 
 def _with_sources(image: modal.Image, recipe: Recipe) -> modal.Image:
     # add_local_* must come last: Modal mounts them at container start instead of rebuilding.
-    return image.add_local_file(recipe.path, RECIPE_IN_IMAGE).add_local_python_source(*PACKAGES)
+    return with_sources(image.add_local_file(recipe.path, RECIPE_IN_IMAGE), PACKAGES)
 
 
 def engine_image(recipe: Recipe, app_name: str, server_name: str = DEFAULT_SERVER_NAME) -> modal.Image:
@@ -144,7 +145,7 @@ def watcher_kwargs(recipe: Recipe, app_name: str, server_name: str, store: modal
 
 def resolved_config(recipe: Recipe, app_name: str, server_name: str = DEFAULT_SERVER_NAME) -> dict[str, Any]:
     """The deployment as plain data: what ``--dry-run`` prints (names only, no secret values)."""
-    from deploy.container import sglang_command
+    from enginescope.deploy.container import sglang_command
 
     return {
         "recipe": str(recipe.path),

@@ -1,8 +1,8 @@
 """What runs inside one GPU container: the engine, its sidecar, and a clean exit.
 
-Plain Python on purpose (no ``modal`` import): the Modal class in ``deploy.app_builder`` calls
+Plain Python on purpose (no ``modal`` import): the Modal class in ``enginescope.deploy.app_builder`` calls
 :class:`ContainerEntry` from ``@modal.enter``/``@modal.exit``, and the same code runs locally
-against the simulated engine (``python -m deploy.container --recipe R --engine-cmd ...``), so the
+against the simulated engine (``python -m enginescope.deploy.container --recipe R --engine-cmd ...``), so the
 start-up and shutdown paths are tested without a GPU.
 
 Order matters. The sidecar starts *before* the engine so a cold start is observed (the
@@ -30,8 +30,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from collectors.model import EventKind
-from recipes.schema import Recipe, load_recipe
+from enginescope.collectors.model import EventKind
+from enginescope.recipes.schema import Recipe, load_recipe
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,9 @@ class ContainerEntry:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m deploy.container", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m enginescope.deploy.container", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--recipe", required=True, type=Path, help="recipe TOML file")
     parser.add_argument("--store", required=True, type=Path, help="store folder")
     parser.add_argument("--engine-cmd", help="engine command line (default: SGLang from the recipe)")

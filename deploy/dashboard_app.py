@@ -12,9 +12,10 @@ import logging
 import os
 import subprocess
 import threading
-from pathlib import Path
 
 import modal
+
+from enginescope.deploy.sources import REMOTE_ROOT, with_sources
 
 APP_NAME = os.environ.get("ENGINESCOPE_DASHBOARD_APP", "enginescope-dashboard")
 STORE_VOLUME = os.environ.get("ENGINESCOPE_STORE_VOLUME", "enginescope-store")
@@ -22,20 +23,20 @@ STORE_PATH = "/store"
 PORT = 8501
 RELOAD_INTERVAL_S = 15.0
 REQUIRES_PROXY_AUTH = os.environ.get("ENGINESCOPE_DASHBOARD_PUBLIC", "") != "1"
-DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
-DASHBOARD_IN_IMAGE = "/root/dashboard"
+DASHBOARD_IN_IMAGE = f"{REMOTE_ROOT}/dashboard"
 
 log = logging.getLogger(__name__)
 
 store = modal.Volume.from_name(STORE_VOLUME, create_if_missing=True)
 image = (
     modal.Image.debian_slim(python_version="3.11")
-    .uv_pip_install("streamlit>=1.40", "duckdb>=1.1", "polars>=1.0", "pyarrow>=15", "pandas", "altair")
+    .uv_pip_install(
+        "streamlit>=1.40", "duckdb>=1.1", "polars>=1.0", "pyarrow>=15", "pandas", "altair", "fsspec>=2023.1"
+    )
     .env({"ENGINESCOPE_STORE": STORE_PATH})
-    # the dashboard folder as files (app.py, .streamlit/ config), the rest as importable sources
-    .add_local_dir(DASHBOARD_DIR, DASHBOARD_IN_IMAGE, ignore=["**/__pycache__"])
-    .add_local_python_source("collectors", "exporters", "recipes", "simfleet")
 )
+# app.py and its .streamlit/ config travel with the dashboard package
+image = with_sources(image, ("collectors", "store", "views", "recipes", "dashboard"))
 app = modal.App(APP_NAME)
 
 

@@ -5,7 +5,7 @@ GPUs (``$ENGINESCOPE_GPU``, e.g. ``H200:8``). App and server names: ``$ENGINESCO
 ``$ENGINESCOPE_SERVER_NAME``. Inside a container these
 variables come from the image, so the module rebuilds the same app there.
 
-One GPU Server class runs SGLang plus the sidecar (``deploy.container.ContainerEntry``); a
+One GPU Server class runs SGLang plus the sidecar (``enginescope.deploy.container.ContainerEntry``); a
 scheduled CPU function (``fleet_watcher``) records replica count, backlog and scale events.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import modal
 
-from deploy import app_builder as build
-from recipes.schema import RECIPES_DIR, load_recipe, with_gpu
+from enginescope.deploy import app_builder as build
+from enginescope.recipes.schema import RECIPES_DIR, load_recipe, with_gpu
 
 RECIPE = load_recipe(os.environ.get(build.ENV_RECIPE) or RECIPES_DIR / "llama-3.1-8b-h100.toml")
 if os.environ.get(build.ENV_GPU):
@@ -33,7 +33,7 @@ store = build.store_volume(RECIPE)
 class Engine:
     @modal.enter()
     def start(self) -> None:
-        from deploy.container import ContainerEntry, sglang_command
+        from enginescope.deploy.container import ContainerEntry, sglang_command
 
         log_dir = Path(build.REQUEST_LOG_DIR) if RECIPE.sidecar.request_log else None
         self.entry = ContainerEntry(
@@ -57,7 +57,7 @@ class Engine:
 
 @app.function(**build.watcher_kwargs(RECIPE, APP_NAME, SERVER_NAME, store))
 def fleet_watcher() -> None:
-    from deploy.watcher import ModalServerProbe, watch_window
+    from enginescope.deploy.watcher import ModalServerProbe, watch_window
 
     probe = ModalServerProbe(APP_NAME, SERVER_NAME)
     watch_window(probe, RECIPE, Path(RECIPE.sidecar.store_path), app_name=APP_NAME, commit=store.commit)
@@ -78,7 +78,7 @@ def _otlp_sinks() -> list:
     ):
         return []
     try:
-        from exporters.otlp import otlp_sink_from_env
+        from enginescope.exporters.otlp import otlp_sink_from_env
     except ImportError:
         return []
     return [otlp_sink_from_env(dict(os.environ))]

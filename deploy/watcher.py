@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from collectors.model import Batch, EventKind, EventRow, Identity, SignalRow
-from recipes.schema import Recipe
+from enginescope.collectors.model import Batch, EventKind, EventRow, Identity, SignalRow
+from enginescope.recipes.schema import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def watch_window(
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
     """Poll for ``window_s`` (one scheduled run), write to the store; returns events written."""
-    from exporters.store import StoreWriter
+    from enginescope.store import StoreWriter
 
     identity = fleet_identity(recipe, app_name)
     writer = StoreWriter(store_dir, identity)

@@ -12,6 +12,8 @@ import importlib
 import logging
 import sys
 
+from enginescope import __version__
+
 COMMANDS: dict[str, str] = {
     "sidecar": "enginescope.cmd_sidecar",
     "query": "enginescope.cmd_query",
@@ -33,6 +35,7 @@ class CliError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="enginescope", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"enginescope {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         try:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from enginescope.cli import CliError
+from enginescope.simfleet.profile import profile_for_recipe
 
 HELP = "Sweep concurrency against an endpoint; store client- vs engine-side latency/throughput curves."
 DEFAULT_LEVELS = (1, 2, 4, 8, 16, 32, 64)  # a real endpoint, 20 s each
@@ -80,7 +81,7 @@ def parse_levels(text: str) -> list[int]:
 
 def engine_buckets(text: str) -> dict[str, BUCKETS]:
     """Cumulative ``le`` buckets per signal, summed over every label set (ranks, streaming)."""
-    from collectors.exposition import parse_exposition
+    from enginescope.collectors.exposition import parse_exposition
 
     sums: dict[str, dict[float, float]] = {}
     wanted = {name: key for key, name in ENGINE_HISTOGRAMS.items()}
@@ -104,7 +105,7 @@ def bucket_increase(before: BUCKETS | None, after: BUCKETS) -> BUCKETS:
 
 
 def engine_quantiles(before: dict[str, BUCKETS], after: dict[str, BUCKETS]) -> dict[str, float]:
-    from collectors.quantile import histogram_quantile
+    from enginescope.collectors.quantile import histogram_quantile
 
     row: dict[str, float] = {}
     for key in ENGINE_HISTOGRAMS:
@@ -118,7 +119,7 @@ def engine_quantiles(before: dict[str, BUCKETS], after: dict[str, BUCKETS]) -> d
 
 async def _scrape(url: str) -> dict[str, BUCKETS]:
     """Engine buckets from ``<url>/metrics`` (async: the simulated engine may share this loop)."""
-    from simfleet.openai_client import ClientError, http_request
+    from enginescope.loadgen.openai_client import ClientError, http_request
 
     try:
         async with asyncio.timeout(5.0):
@@ -133,7 +134,7 @@ async def _scrape(url: str) -> dict[str, BUCKETS]:
 
 
 def client_row(results: list[Any], duration_s: float) -> dict[str, float]:
-    from simfleet.loadgen import percentile
+    from enginescope.loadgen.generator import percentile
 
     done = [r for r in results if r.ok]
     series = {
@@ -157,8 +158,8 @@ def client_row(results: list[Any], duration_s: float) -> dict[str, float]:
 async def _run_level(
     url: str, model: str, concurrency: int, duration_s: float, mix: Any, seed: int
 ) -> list[Any]:
-    from simfleet.loadgen import LoadConfig, LoadGenerator, Poisson
-    from simfleet.router import Router
+    from enginescope.loadgen.generator import LoadConfig, LoadGenerator, Poisson
+    from enginescope.loadgen.router import Router
 
     router = Router()
     router.set_backends({"endpoint": url})
@@ -177,9 +178,9 @@ async def sweep(
     url: str, recipe: Any, levels: list[int], duration_s: float, seed: int = 0, itl_slo_side: str = "client"
 ) -> list[dict[str, Any]]:
     """One row per level. ``itl_slo_side``: whose ITL p95 the SLO judges (``client`` or ``engine``)."""
-    from simfleet.loadgen import SHAREGPT_LIKE, LogNormalTokens, RequestMix
+    from enginescope.loadgen.generator import SHAREGPT_LIKE, LogNormalTokens, RequestMix
 
-    output_mean = recipe.simulation_profile().output_tokens_mean
+    output_mean = profile_for_recipe(recipe).output_tokens_mean
     mix = RequestMix(
         SHAREGPT_LIKE.prompt, LogNormalTokens(output_mean, 0.5, 1, max(4 * output_mean, 8)), recipe.name
     )
@@ -259,11 +260,11 @@ def write_bench(store: Path, rows: list[dict[str, Any]], meta: dict[str, str]) -
 @contextlib.asynccontextmanager
 async def simulated_engine(recipe: Any, port: int = 0, seed: int = 0) -> AsyncIterator[str]:
     """One warm simulated engine of the recipe's profile on loopback; yields its base URL."""
-    from simfleet.engine import SimEngine
-    from simfleet.scenarios import compress_cold_start
-    from simfleet.server import serve
+    from enginescope.simfleet.engine import SimEngine
+    from enginescope.simfleet.scenarios import compress_cold_start
+    from enginescope.simfleet.server import serve
 
-    profile = compress_cold_start(recipe.simulation_profile(), 0.2)  # the sweep measures steady state
+    profile = compress_cold_start(profile_for_recipe(recipe), 0.2)  # the sweep measures steady state
     engine = SimEngine(profile, name=f"bench-{recipe.name}", seed=seed, clock=time.monotonic)
     try:
         server = await serve(engine, "127.0.0.1", port)
@@ -295,7 +296,7 @@ async def _bench(
 
 
 def run(args: argparse.Namespace) -> int:
-    from recipes.schema import RecipeError, load_recipe
+    from enginescope.recipes.schema import RecipeError, load_recipe
 
     try:
         recipe = load_recipe(args.recipe)

@@ -8,10 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import enginescope.dashboard
 from enginescope.cli import CliError
 
 HELP = "Open the incident dashboard (Streamlit) on a store folder."
-APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+APP = Path(next(iter(enginescope.dashboard.__path__))) / "app.py"
 SLO_FLAGS = ("ttft_p95_s", "itl_p95_s", "e2e_p95_s")
 
 
@@ -31,13 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_env(args: argparse.Namespace, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment handed to the Streamlit process (the app reads it in dashboard.state)."""
+    """Environment handed to the Streamlit process (the app reads it in enginescope.dashboard.state)."""
     env = dict(os.environ if base is None else base)
     env["ENGINESCOPE_STORE"] = str(args.store.resolve())
     if args.recipe is not None:
         if not args.recipe.is_file():
             raise CliError(f"--recipe {args.recipe}: no such file")
-        from dashboard.state import slo_from_recipe
+        from enginescope.dashboard.state import slo_from_recipe
 
         try:
             slo_from_recipe(args.recipe)  # fail here, with the file name, not in the browser

@@ -13,7 +13,8 @@ from typing import Any
 
 from enginescope.cli import CliError
 from enginescope.demo import DemoOptions, run_demo
-from simfleet.scenarios import SCENARIOS, check_fits
+from enginescope.simfleet.profile import profile_for_recipe
+from enginescope.simfleet.scenarios import SCENARIOS, check_fits
 
 HELP = "play an incident on a simulated Modal fleet (sidecars + store + dashboard); Ctrl-C to stop"
 
@@ -65,11 +66,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load_recipe(path: Path, scenario: str) -> Any:
-    from recipes.schema import RecipeError, load_recipe
+    from enginescope.recipes.schema import RecipeError, load_recipe
 
     try:
         recipe = load_recipe(path)
-        check_fits(SCENARIOS[scenario], recipe.simulation_profile())
+        check_fits(SCENARIOS[scenario], profile_for_recipe(recipe))
     except RecipeError as exc:
         raise CliError(str(exc)) from None
     except ValueError as exc:

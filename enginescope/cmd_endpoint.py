@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _create(args: argparse.Namespace) -> int:
-    from deploy.app_builder import app_name_for, resolved_config
+    from enginescope.deploy.app_builder import app_name_for, resolved_config
 
     recipe = _resolve(args)
     app_name = app_name_for(recipe, _check_name(args.name))
@@ -60,7 +60,7 @@ def _check_name(name: str) -> str:
 
 
 def _resolve(args: argparse.Namespace):
-    from recipes.schema import RecipeError, find_recipe_for_model, load_recipe, with_gpu
+    from enginescope.recipes.schema import RecipeError, find_recipe_for_model, load_recipe, with_gpu
 
     try:
         if args.recipe is not None:
@@ -91,11 +91,11 @@ def _deploy(recipe, app_name: str) -> int:
     import modal
     from modal.exception import Error as ModalError
 
-    from deploy.app_builder import deploy_env
+    from enginescope.deploy.app_builder import deploy_env
 
     os.environ.update(deploy_env(recipe, app_name))  # deploy/modal_app.py reads these at import
-    module = importlib.reload(sys.modules["deploy.modal_app"]) if "deploy.modal_app" in sys.modules else (
-        importlib.import_module("deploy.modal_app")
+    module = importlib.reload(sys.modules["enginescope.deploy.modal_app"]) if "enginescope.deploy.modal_app" in sys.modules else (
+        importlib.import_module("enginescope.deploy.modal_app")
     )  # fmt: skip
     try:
         with modal.enable_output():

@@ -11,7 +11,7 @@ HELP = "generate the OTel Collector config, Grafana dashboard and Prometheus ale
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from exporters.observability_gen import DEFAULT_OUT_DIR, RECIPES_DIR
+    from enginescope.exporters.observability_gen import DEFAULT_OUT_DIR, RECIPES_DIR
 
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT_DIR, help="output folder (default: %(default)s)"
@@ -27,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from exporters.observability_gen import generate_all, load_recipes, stale_files, write_all
-    from recipes.schema import RecipeError
+    from enginescope.exporters.observability_gen import generate_all, load_recipes, stale_files, write_all
+    from enginescope.recipes.schema import RecipeError
 
     if not args.recipes.is_dir():
         raise CliError(f"--recipes {args.recipes}: not a folder")

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from enginescope.cli import CliError
-from simfleet.loadgen import (
+from enginescope.loadgen.generator import (
     PATTERNS,
     SHAREGPT_LIKE,
     LoadConfig,
@@ -18,8 +18,8 @@ from simfleet.loadgen import (
     summarize,
     write_results,
 )
-from simfleet.openai_client import ClientError, list_models
-from simfleet.router import Router
+from enginescope.loadgen.openai_client import ClientError, list_models
+from enginescope.loadgen.router import Router
 
 HELP = "send open-loop OpenAI API load to an endpoint and report client-side TTFT/ITL/e2e"
 

@@ -31,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="store folder (default $ENGINESCOPE_STORE or ./enginescope-store)",
     )
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    parser.add_argument("--preset", help="run a named query from exporters.queries (see --list-presets)")
+    parser.add_argument(
+        "--preset", help="run a named query from enginescope.views.queries (see --list-presets)"
+    )
     parser.add_argument(
         "--param", action="append", default=[], metavar="K=V", help="preset parameter (repeatable)"
     )
@@ -94,7 +96,7 @@ def parse_param(key: str, text: str, default: Any) -> Any:
 
 def _presets() -> Mapping[str, Any]:
     try:
-        from exporters.queries import PRESETS
+        from enginescope.views.queries import PRESETS
     except ImportError:  # presets module not available in this build
         return {}
     return PRESETS
@@ -114,7 +116,7 @@ def _list_presets(presets: Mapping[str, Any]) -> str:
 def _execute(store: Path, sql: str, params: dict[str, Any] | None) -> tuple[list[str], list[tuple]]:
     import duckdb
 
-    from exporters.store import open_store, query
+    from enginescope.store import open_store, query
 
     if not store.is_dir():
         raise CliError(f"store {store} does not exist (set --store or $ENGINESCOPE_STORE)")

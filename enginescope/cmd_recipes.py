@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from enginescope.cli import CliError
+from enginescope.simfleet.profile import profile_for_recipe
 
 HELP = "List, show and validate deployment recipes (recipes/*.toml)."
 
@@ -22,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recipes.schema import RECIPES_DIR
+    from enginescope.recipes.schema import RECIPES_DIR
 
     directory = args.dir or RECIPES_DIR
     if args.action == "list":
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
 def resolve_recipe(ref: str, directory: Path):
     """A recipe from a file path, a recipe name in ``directory``, or a model id."""
-    from recipes.schema import RecipeError, find_recipe_for_model, load_all, load_recipe
+    from enginescope.recipes.schema import RecipeError, find_recipe_for_model, load_all, load_recipe
 
     try:
         if ref.endswith(".toml") or Path(ref).is_file():
@@ -48,7 +49,7 @@ def resolve_recipe(ref: str, directory: Path):
 
 
 def _list(directory: Path) -> int:
-    from recipes.schema import RecipeError, load_all
+    from enginescope.recipes.schema import RecipeError, load_all
 
     try:
         recipes = load_all(directory)
@@ -67,16 +68,16 @@ def _list(directory: Path) -> int:
 
 
 def _show(recipe) -> int:
-    from deploy.app_builder import app_name_for, resolved_config
+    from enginescope.deploy.app_builder import app_name_for, resolved_config
 
     config = resolved_config(recipe, app_name_for(recipe))
-    config["simulation"] = recipe.simulation_profile().to_mapping()
+    config["simulation"] = profile_for_recipe(recipe).to_mapping()
     print(json.dumps(config, indent=2, default=str))
     return 0
 
 
 def _validate(files: list[Path]) -> int:
-    from recipes.schema import RecipeError, load_recipe
+    from enginescope.recipes.schema import RecipeError, load_recipe
 
     if not files:
         raise CliError("no recipe files to validate")
@@ -84,6 +85,7 @@ def _validate(files: list[Path]) -> int:
     for path in files:
         try:
             recipe = load_recipe(path)
+            profile_for_recipe(recipe)  # [simulation] against the simulator's fields
         except RecipeError as exc:
             print(f"FAIL {exc}")
             failed += 1

@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prom-listen", help="serve the enriched view on HOST:PORT/metrics (e.g. 127.0.0.1:9400)"
     )
-    from exporters.otlp import add_otlp_arguments
+    from enginescope.exporters.otlp import add_otlp_arguments
 
     add_otlp_arguments(parser)
 
@@ -138,7 +138,7 @@ def _nvml(mode: str):
 def _extra_sinks(args: argparse.Namespace) -> list:
     sinks = []
     if args.prom_listen:
-        from exporters.prom_endpoint import PromEndpointSink
+        from enginescope.exporters.prom_endpoint import PromEndpointSink
 
         host, _, port = args.prom_listen.rpartition(":")
         if not port.isdigit():
@@ -151,7 +151,7 @@ def _extra_sinks(args: argparse.Namespace) -> list:
 
 
 def _otlp_sink(args: argparse.Namespace):
-    from exporters.otlp import OtlpConfigError, otlp_sink_from_args
+    from enginescope.exporters.otlp import OtlpConfigError, otlp_sink_from_args
 
     try:
         return otlp_sink_from_args(args, dict(os.environ))

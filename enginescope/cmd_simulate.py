@@ -8,9 +8,15 @@ import time
 from pathlib import Path
 
 from enginescope.cli import CliError
-from simfleet.engine import SimEngine
-from simfleet.profile import PROFILES, EngineProfile, ProfileError, get_profile
-from simfleet.server import serve
+from enginescope.simfleet.engine import SimEngine
+from enginescope.simfleet.profile import (
+    PROFILES,
+    EngineProfile,
+    ProfileError,
+    get_profile,
+    profile_for_recipe,
+)
+from enginescope.simfleet.server import serve
 
 HELP = "run simulated SGLang engines (OpenAI API + /metrics) until Ctrl-C"
 
@@ -43,11 +49,11 @@ def run(args: argparse.Namespace) -> int:
 def _profile(args: argparse.Namespace) -> tuple[EngineProfile, str]:
     """The engine profile and how to name it: a recipe's simulation profile, or a named one."""
     if args.recipe is not None:
-        from recipes.schema import RecipeError, load_recipe
+        from enginescope.recipes.schema import RecipeError, load_recipe
 
         try:
             recipe = load_recipe(args.recipe)
-            return recipe.simulation_profile(), f"recipe {recipe.name}"
+            return profile_for_recipe(recipe), f"recipe {recipe.name}"
         except RecipeError as exc:
             raise CliError(str(exc)) from None
     name = args.profile or "llama-8b-h100"

@@ -23,10 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simfleet.autoscaler import AutoscalerConfig
-from simfleet.fleet import Fleet, FleetConfig
-from simfleet.loadgen import LoadConfig, LoadGenerator, RequestResult, write_results
-from simfleet.scenarios import DEMO_MAX_COLD_START_S, Scenario, ScenarioContext, for_recipe, get_scenario
+from enginescope.loadgen.generator import LoadConfig, LoadGenerator, RequestResult, write_results
+from enginescope.simfleet.autoscaler import AutoscalerConfig
+from enginescope.simfleet.fleet import Fleet, FleetConfig
+from enginescope.simfleet.profile import profile_for_recipe
+from enginescope.simfleet.scenarios import (
+    DEMO_MAX_COLD_START_S,
+    Scenario,
+    ScenarioContext,
+    for_recipe,
+    get_scenario,
+)
 
 # Headless runs stop arrivals this long before the end so requests finish before the final scrape.
 _TAIL_S = 8.0
@@ -42,7 +49,7 @@ class DemoOptions:
     scrape_interval_s: float = 1.0
     seed: int = 0
     print_fn: Callable[[str], None] = print
-    recipe: Any | None = None  # recipes.schema.Recipe: its profile, autoscaling and SLOs
+    recipe: Any | None = None  # enginescope.recipes.schema.Recipe: its profile, autoscaling and SLOs
     max_cold_start_s: float = DEMO_MAX_COLD_START_S  # recipe profiles only
 
 
@@ -134,9 +141,7 @@ def _scenario(options: DemoOptions, progress: Callable[[str], None]) -> Scenario
     if recipe is None:
         return scenario
     autoscaler = AutoscalerConfig(**recipe.autoscaling.simfleet_kwargs())
-    scenario, derived = for_recipe(
-        scenario, recipe.simulation_profile(), autoscaler, options.max_cold_start_s
-    )
+    scenario, derived = for_recipe(scenario, profile_for_recipe(recipe), autoscaler, options.max_cold_start_s)
     options.store_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(recipe.path, options.store_dir / "recipe.toml")  # SLOs travel with the store
     slo = recipe.slo
@@ -191,7 +196,7 @@ async def _watch(fleet: Fleet, progress: Callable[[str], None]) -> None:
 def _fleet_config(scenario: Scenario, options: DemoOptions) -> FleetConfig:
     gpu_spec = None
     if scenario.fast_thermals:
-        from simfleet.nvml import SimGpuSpec
+        from enginescope.simfleet.nvml import SimGpuSpec
 
         gpu_spec = SimGpuSpec(thermal_tau_s=3.0)  # minutes of heating compressed into seconds
     return FleetConfig(

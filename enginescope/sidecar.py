@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collectors.engine_source import EngineSource
-from collectors.identity import resolve_identity
-from collectors.model import Batch, EventKind, EventRow, Identity, SampleRow
-from collectors.pipeline import Sink, Source
+from enginescope.collectors.engine_source import EngineSource
+from enginescope.collectors.identity import resolve_identity
+from enginescope.collectors.model import Batch, EventKind, EventRow, Identity, SampleRow
+from enginescope.collectors.pipeline import Sink, Source
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,9 @@ class SidecarConfig:
     cloud_provider: str = ""
     request_log_dir: Path | None = None
     store_request_params: bool = False
-    nvml: Any | None = None  # module-like NVML surface (pynvml or simfleet.nvml); None = no GPU source
+    nvml: Any | None = (
+        None  # module-like NVML surface (pynvml or enginescope.simfleet.nvml); None = no GPU source
+    )
     timeout_s: float = 2.0
     flush_interval_s: float = 2.0
     retention_days: float | None = None  # None keeps everything
@@ -44,7 +46,7 @@ class SidecarConfig:
 
 class Sidecar:
     def __init__(self, config: SidecarConfig) -> None:
-        from exporters.store import StoreWriter  # composition root: the only place sinks are chosen
+        from enginescope.store import StoreWriter  # composition root: the only place sinks are chosen
 
         self.config = config
         self.identity: Identity = resolve_identity(
@@ -84,7 +86,7 @@ class Sidecar:
     def _optional_sources(self) -> list[Source]:
         sources: list[Source] = []
         if self.config.request_log_dir is not None:
-            from collectors.requestlog import RequestLogTailer
+            from enginescope.collectors.requestlog import RequestLogTailer
 
             state = self.config.store_dir / "state" / self.identity.replica / "requestlog.json"
             sources.append(
@@ -93,7 +95,7 @@ class Sidecar:
                 )
             )
         if self.config.nvml is not None:
-            from collectors.gpu import GpuSource
+            from enginescope.collectors.gpu import GpuSource
 
             sources.append(GpuSource(nvml=self.config.nvml))
         return sources

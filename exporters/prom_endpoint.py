@@ -30,8 +30,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
-from collectors.catalog import COUNTER_SIGNALS, HISTOGRAM_SIGNALS
-from collectors.model import Batch, EventKind, GpuRow, HistogramRow, Identity, SampleRow
+from enginescope.collectors.catalog import COUNTER_SIGNALS, HISTOGRAM_SIGNALS
+from enginescope.collectors.model import Batch, EventKind, GpuRow, HistogramRow, Identity, SampleRow
 
 PREFIX = "enginescope_"
 REPLICA_LABELS = ("replica", "engine", "model", "region", "gpu_type")

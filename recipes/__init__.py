@@ -1,6 +1,6 @@
-"""Deployable configurations: one TOML file per endpoint, validated by :mod:`recipes.schema`."""
+"""Deployable configurations: one TOML file per endpoint, validated by :mod:`enginescope.recipes.schema`."""
 
-from recipes.schema import (
+from enginescope.recipes.schema import (
     RECIPES_DIR,
     SCHEMA_VERSION,
     Recipe,

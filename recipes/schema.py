@@ -6,8 +6,8 @@ offline. ``recipes/README.md`` is the field reference. Every error names the fil
 and what is allowed, e.g. ``recipes/x.toml: autoscaling.max_containers: must be >=
 min_containers (got 0 < 1)``.
 
-This module loads and finds recipe files; the dataclasses live in ``recipes.specs`` and the
-field checks in ``recipes.validate``. Their public names are re-exported here.
+This module loads and finds recipe files; the dataclasses live in ``enginescope.recipes.specs`` and the
+field checks in ``enginescope.recipes.validate``. Their public names are re-exported here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from recipes.specs import (
+from enginescope.recipes.specs import (
     AutoscalingSpec,
     EngineSpec,
     GpuSpec,
@@ -28,7 +28,7 @@ from recipes.specs import (
     SloSpec,
     SpeculativeSpec,
 )
-from recipes.validate import (
+from enginescope.recipes.validate import (
     ENGINES,
     GPU_TYPES,
     MAX_EXIT_GRACE_S,

@@ -1,7 +1,7 @@
 """The validated form of a recipe file: one frozen dataclass per TOML table.
 
-Built only by :func:`recipes.validate.parse_recipe` (every field checked there); consumers
-import them from :mod:`recipes.schema`, which re-exports every name here.
+Built only by :func:`enginescope.recipes.validate.parse_recipe` (every field checked there); consumers
+import them from :mod:`enginescope.recipes.schema`, which re-exports every name here.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class AutoscalingSpec:
     scaleup_window_s: int
 
     def simfleet_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``simfleet.autoscaler.AutoscalerConfig``."""
+        """Keyword arguments for ``enginescope.simfleet.autoscaler.AutoscalerConfig``."""
         return {
             "min_containers": self.min_containers,
             "max_containers": self.max_containers,
@@ -151,12 +151,3 @@ class Recipe:
         else:
             derived["spec_accept_length"] = 1.0
         return {**derived, **self.simulation}
-
-    def simulation_profile(self) -> Any:
-        """The ``simfleet.profile.EngineProfile`` that stands in for this recipe offline."""
-        from simfleet.profile import EngineProfile, ProfileError
-
-        try:
-            return EngineProfile.from_mapping(self.simulation_mapping(), source=f"{self.path}: simulation")
-        except ProfileError as exc:
-            raise RecipeError(str(exc)) from None

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from recipes.specs import (
+from enginescope.recipes.specs import (
     AutoscalingSpec,
     EngineSpec,
     GpuSpec,
@@ -159,7 +159,6 @@ def parse_recipe(raw: dict[str, Any], path: Path) -> Recipe:
         simulation=MappingProxyType(dict(simulation)),
     )
     top.done()
-    recipe.simulation_profile()  # validates [simulation] against the simulator's fields
     return recipe
 
 

@@ -1,10 +1,10 @@
 """Simulated SGLang 0.5.23 engine: one replica (tokenizer manager + schedulers + GPU model).
 
-Behaviour comes from the queueing model in ``simfleet.scheduler`` (continuous batching, chunked
+Behaviour comes from the queueing model in ``enginescope.simfleet.scheduler`` (continuous batching, chunked
 prefill, KV capacity with retraction, prefix-cache hits, speculative decoding) driven by the
 per-model costs of an ``EngineProfile``. Metrics land in SGLang's families (``engine.registry``,
-rendered by ``simfleet.exposition``); finished requests go to the optional per-request export
-(``simfleet.request_export``) and ground truth (``simfleet.groundtruth``).
+rendered by ``enginescope.simfleet.exposition``); finished requests go to the optional per-request export
+(``enginescope.simfleet.request_export``) and ground truth (``enginescope.simfleet.groundtruth``).
 
 Public API (times are engine-clock seconds unless the name says epoch)::
 
@@ -26,7 +26,7 @@ Public API (times are engine-clock seconds unless the name says epoch)::
            (1.0 normal, 0.6 throttled), crash(), restart(), begin_drain(), close()
     state: engine.state (EngineState), engine.ready, engine.pid, engine.drained,
            engine.add_listener(cb(engine)) called on every state change
-    load (simulated GPU; ``simfleet.engine_load``): gpu_busy_fraction(window_s=1.0) 0..1,
+    load (simulated GPU; ``enginescope.simfleet.engine_load``): gpu_busy_fraction(window_s=1.0) 0..1,
            tokens_per_s(window_s=1.0),
            generation_tokens_per_s(window_s=1.0), kv_used_bytes() per GPU,
            gpu_memory_used_bytes() per GPU, num_running(), num_waiting(), epoch(t_s)
@@ -43,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from simfleet.engine_admission import (
+from enginescope.simfleet.engine_admission import (
     EngineState,
     EngineUnavailable,
     check_admission,
@@ -51,14 +51,14 @@ from simfleet.engine_admission import (
     sample_cached_tokens,
     sample_output_tokens,
 )
-from simfleet.engine_load import EngineLoadFigures
-from simfleet.engine_metrics import EngineMetrics
-from simfleet.groundtruth import GroundTruth
-from simfleet.metric_registry import MetricRegistry
-from simfleet.profile import DEFAULT, EngineProfile, ProfileError
-from simfleet.request_export import RequestExporter, abort_record, finished_record
-from simfleet.scheduler import NON_STREAM_OUTPUT_INTERVAL, SchedulerRank
-from simfleet.sim_request import WAITING_TIMEOUT_MESSAGE, OutputEvent, SimRequest
+from enginescope.simfleet.engine_load import EngineLoadFigures
+from enginescope.simfleet.engine_metrics import EngineMetrics
+from enginescope.simfleet.groundtruth import GroundTruth
+from enginescope.simfleet.metric_registry import MetricRegistry
+from enginescope.simfleet.profile import DEFAULT, EngineProfile, ProfileError
+from enginescope.simfleet.request_export import RequestExporter, abort_record, finished_record
+from enginescope.simfleet.scheduler import NON_STREAM_OUTPUT_INTERVAL, SchedulerRank
+from enginescope.simfleet.sim_request import WAITING_TIMEOUT_MESSAGE, OutputEvent, SimRequest
 
 __all__ = ["EngineState", "EngineUnavailable", "SimEngine"]
 

@@ -1,4 +1,4 @@
-"""Engine states and request admission for the simulated engine (``simfleet.engine``).
+"""Engine states and request admission for the simulated engine (``enginescope.simfleet.engine``).
 
 Which states take requests, the context-length check with SGLang's error text, and the
 random draws that shape each request (output length, prefix-cache hit, speculative
@@ -11,8 +11,8 @@ import enum
 import math
 import random
 
-from simfleet.profile import EngineProfile
-from simfleet.sim_request import SimRequest
+from enginescope.simfleet.profile import EngineProfile
+from enginescope.simfleet.sim_request import SimRequest
 
 _OUTPUT_LEN_SIGMA = 0.8  # lognormal spread of sampled output lengths (ShareGPT-like)
 _CACHE_HIT_SIGMA = 0.12  # spread of one request's prefix-cache share around the engine ratio

@@ -1,6 +1,6 @@
 """Read-only load figures of a simulated engine: what the simulated GPU and autoscaler see.
 
-:class:`EngineLoadFigures` is a mixin of :class:`simfleet.engine.SimEngine`; it only reads
+:class:`EngineLoadFigures` is a mixin of :class:`enginescope.simfleet.engine.SimEngine`; it only reads
 the engine's scheduler ranks, profile and clock horizon, never changes them.
 """
 
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from simfleet.engine_admission import EngineState
-from simfleet.profile import EngineProfile
+from enginescope.simfleet.engine_admission import EngineState
+from enginescope.simfleet.profile import EngineProfile
 
 if TYPE_CHECKING:
-    from simfleet.scheduler import SchedulerRank
+    from enginescope.simfleet.scheduler import SchedulerRank
 
 _GIB = float(1 << 30)
 _CUDA_CONTEXT_GIB = 0.9

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simfleet.metric_registry import LabelSet, MetricRegistry
-from simfleet.profile import EngineProfile
-from simfleet.sgl_families import GRAPH_PHASES, ROUTING_KEY_BOUNDS, SCHEDULER_GAUGE_NAMES, STAGE_CATEGORIES
-from simfleet.sim_request import SimRequest
+from enginescope.simfleet.metric_registry import LabelSet, MetricRegistry
+from enginescope.simfleet.profile import EngineProfile
+from enginescope.simfleet.sgl_families import (
+    GRAPH_PHASES,
+    ROUTING_KEY_BOUNDS,
+    SCHEDULER_GAUGE_NAMES,
+    STAGE_CATEGORIES,
+)
+from enginescope.simfleet.sim_request import SimRequest
 
 _GIB = float(1 << 30)
 # Share of per-iteration scheduler overhead by loop stage (run_batch is the GPU time itself).

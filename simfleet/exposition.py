@@ -9,7 +9,7 @@ counters, so a strict parser cannot match samples to families.
 
 from __future__ import annotations
 
-from simfleet.metric_registry import Family, HistogramChild, MetricRegistry, float_to_go_string
+from enginescope.simfleet.metric_registry import Family, HistogramChild, MetricRegistry, float_to_go_string
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores"

@@ -27,14 +27,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from collectors.model import Batch, EventKind, EventRow, Identity
-from simfleet.autoscaler import Autoscaler, AutoscalerConfig, Decision
-from simfleet.engine import SimEngine
-from simfleet.groundtruth import GroundTruth
-from simfleet.openai_client import http_request
-from simfleet.profile import EngineProfile
-from simfleet.router import Router
-from simfleet.server import serve
+from enginescope.collectors.model import Batch, EventKind, EventRow, Identity
+from enginescope.loadgen.openai_client import http_request
+from enginescope.loadgen.router import Router
+from enginescope.simfleet.autoscaler import Autoscaler, AutoscalerConfig, Decision
+from enginescope.simfleet.engine import SimEngine
+from enginescope.simfleet.groundtruth import GroundTruth
+from enginescope.simfleet.profile import EngineProfile
+from enginescope.simfleet.server import serve
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,14 @@ class Replica:
     identity: Identity
     host: str
     port: int
-    engine: Any  # simfleet.engine.SimEngine
-    server: Any  # simfleet.server server handle
+    engine: Any  # enginescope.simfleet.engine.SimEngine
+    server: Any  # enginescope.simfleet.server server handle
     nvml: Any | None = None
     sidecar: Any | None = None  # enginescope.sidecar.Sidecar
     state: ReplicaState = ReplicaState.STARTING
     started_s: float = field(default_factory=time.time)
     ready_s: float | None = None
-    groundtruth: Any | None = None  # simfleet.groundtruth.GroundTruth
+    groundtruth: Any | None = None  # enginescope.simfleet.groundtruth.GroundTruth
     healthy: bool = False
     gpu_busy: float = 0.0  # cached for NVML's load function, read from the sidecar thread
     gpu_intensity: float = 1.0
@@ -101,7 +101,7 @@ class FleetConfig:
     router_policy: str = "least-outstanding"
     autoscale: bool = True
     simulate_gpus: bool = True  # one SimulatedNvml per replica, fed to its sidecar
-    gpu_spec: Any | None = None  # simfleet.nvml.SimGpuSpec override (e.g. fast thermals)
+    gpu_spec: Any | None = None  # enginescope.simfleet.nvml.SimGpuSpec override (e.g. fast thermals)
     seed: int = 0
 
 
@@ -172,7 +172,7 @@ class Fleet:
     def _events_writer(self) -> Any | None:
         if self.config.store_dir is None:
             return None
-        from exporters.store import StoreWriter
+        from enginescope.store import StoreWriter
 
         profile = self.config.profile
         identity = Identity(
@@ -307,7 +307,7 @@ class Fleet:
         return replica
 
     def _nvml(self, replica: Replica) -> Any:
-        from simfleet.nvml import SimGpuSpec, SimulatedNvml
+        from enginescope.simfleet.nvml import SimGpuSpec, SimulatedNvml
 
         spec = self.config.gpu_spec or SimGpuSpec()
         devices = [

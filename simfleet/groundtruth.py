@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from simfleet.sim_request import SimRequest
+from enginescope.simfleet.sim_request import SimRequest
 
 if TYPE_CHECKING:
-    from simfleet.engine import SimEngine
+    from enginescope.simfleet.engine import SimEngine
 
 FIELDS = (
     "replica", "rid", "stream", "endpoint", "prompt_tokens", "cached_tokens", "completion_tokens",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import math
 
-from simfleet.sgl_families import FAMILIES, FamilySpec
+from enginescope.simfleet.sgl_families import FAMILIES, FamilySpec
 
 _SPECS: dict[str, tuple[int, FamilySpec]] = {spec.name: (i, spec) for i, spec in enumerate(FAMILIES)}
 

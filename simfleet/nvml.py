@@ -19,8 +19,8 @@ reload), NotSupported per function or field id (``SimGpuSpec.unsupported``), and
 ``init_error`` (e.g. library missing at ``nvmlInit``).
 
 Layout: this module is the NVML function surface; the GPU model (``SimGpuSpec``, power,
-thermals, clocks) is in ``simfleet.nvml_model`` and the handle/event objects in
-``simfleet.nvml_structs``. ``COOLING_FAILURE_RISE_C``, ``SimGpuSpec`` and ``SimEventData``
+thermals, clocks) is in ``enginescope.simfleet.nvml_model`` and the handle/event objects in
+``enginescope.simfleet.nvml_structs``. ``COOLING_FAILURE_RISE_C``, ``SimGpuSpec`` and ``SimEventData``
 are re-exported here.
 """
 
@@ -34,7 +34,7 @@ from typing import Any
 
 import pynvml
 
-from simfleet.nvml_model import (
+from enginescope.simfleet.nvml_model import (
     COOLING_FAILURE_RISE_C,
     PCIE_RX_BYTES_PER_S_AT_FULL_LOAD,
     PCIE_TX_BYTES_PER_S_AT_FULL_LOAD,
@@ -44,7 +44,7 @@ from simfleet.nvml_model import (
     new_gpu,
     settle,
 )
-from simfleet.nvml_structs import XID_EVENT, EventSet, Handle, SimEventData, nvml_error
+from enginescope.simfleet.nvml_structs import XID_EVENT, EventSet, Handle, SimEventData, nvml_error
 
 __all__ = ["COOLING_FAILURE_RISE_C", "SimEventData", "SimGpuSpec", "SimulatedNvml"]
 

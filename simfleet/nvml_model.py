@@ -1,4 +1,4 @@
-"""Power/thermal model of one simulated GPU under engine load (see ``simfleet.nvml``).
+"""Power/thermal model of one simulated GPU under engine load (see ``enginescope.simfleet.nvml``).
 
 State advances lazily: every NVML call first brings its GPU up to the clock with
 :func:`advance` (integrate energy and PCIe bytes, move temperature toward its target, sample
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pynvml
 
-from simfleet.nvml_structs import Handle
+from enginescope.simfleet.nvml_structs import Handle
 
 COOLING_FAILURE_RISE_C = 50.0  # failed airflow: well past the slowdown point even at partial load
 PCIE_TX_BYTES_PER_S_AT_FULL_LOAD = 3.0e9

@@ -1,6 +1,6 @@
 """Performance profiles for the simulated SGLang 0.5.23 engine.
 
-An :class:`EngineProfile` holds every parameter of the queueing model in ``simfleet.engine``;
+An :class:`EngineProfile` holds every parameter of the queueing model in ``enginescope.simfleet.engine``;
 field names carry their unit. Recipes select one in their ``[simulation]`` table::
 
     [simulation]
@@ -290,3 +290,17 @@ PROFILES: dict[str, EngineProfile] = {
         cuda_graph_capture_s=12.4,
     ),
 }
+
+
+def profile_for_recipe(recipe: Any) -> EngineProfile:
+    """The profile that stands in for ``recipe`` (an ``enginescope.recipes.schema.Recipe``) offline.
+
+    The recipe's model, GPU and parallelism set the profile's identity; its ``[simulation]`` table
+    overrides any field. Errors name the recipe file.
+    """
+    from enginescope.recipes.schema import RecipeError
+
+    try:
+        return EngineProfile.from_mapping(recipe.simulation_mapping(), source=f"{recipe.path}: simulation")
+    except ProfileError as exc:
+        raise RecipeError(str(exc)) from None

@@ -16,10 +16,10 @@ import random
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from simfleet.sim_request import SimRequest
+from enginescope.simfleet.sim_request import SimRequest
 
 if TYPE_CHECKING:
-    from simfleet.engine import SimEngine
+    from enginescope.simfleet.engine import SimEngine
 
 _CHAT_PREFIX = [128000, 128006, 882, 128007, 271]  # <|begin_of_text|><|start_header_id|>user...
 _CHAT_SUFFIX = [128009, 128006, 78191, 128007]  # <|eot_id|><|start_header_id|>assistant...

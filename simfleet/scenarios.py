@@ -22,15 +22,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from simfleet.autoscaler import AutoscalerConfig
-from simfleet.engine import SimEngine
-from simfleet.loadgen import ArrivalPattern, Diurnal, LogNormalTokens, Poisson, RequestMix, Schedule
-from simfleet.profile import PROFILES, EngineProfile
-from simfleet.sim_request import OutputEvent
+from enginescope.loadgen.generator import (
+    ArrivalPattern,
+    Diurnal,
+    LogNormalTokens,
+    Poisson,
+    RequestMix,
+    Schedule,
+)
+from enginescope.simfleet.autoscaler import AutoscalerConfig
+from enginescope.simfleet.engine import SimEngine
+from enginescope.simfleet.profile import PROFILES, EngineProfile
+from enginescope.simfleet.sim_request import OutputEvent
 
 if TYPE_CHECKING:
-    from simfleet.fleet import Fleet
-    from simfleet.loadgen import LoadGenerator
+    from enginescope.loadgen.generator import LoadGenerator
+    from enginescope.simfleet.fleet import Fleet
 
 DEMO_PROFILE = dataclasses.replace(
     PROFILES["llama-70b-4xh100"],

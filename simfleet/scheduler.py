@@ -20,10 +20,10 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from simfleet.sim_request import SimRequest
+from enginescope.simfleet.sim_request import SimRequest
 
 if TYPE_CHECKING:
-    from simfleet.engine import SimEngine
+    from enginescope.simfleet.engine import SimEngine
 
 CLIP_MAX_NEW_TOKENS = 4096  # SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION
 RETRACT_DECODE_STEPS = 20  # headroom SGLang keeps after retracting

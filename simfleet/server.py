@@ -21,10 +21,10 @@ import math
 import time
 from typing import Any
 
-from simfleet.engine import EngineState, EngineUnavailable, SimEngine
-from simfleet.exposition import render
-from simfleet.sgl_families import HTTP_ENDPOINTS
-from simfleet.sim_request import OutputEvent
+from enginescope.simfleet.engine import EngineState, EngineUnavailable, SimEngine
+from enginescope.simfleet.exposition import render
+from enginescope.simfleet.sgl_families import HTTP_ENDPOINTS
+from enginescope.simfleet.sim_request import OutputEvent
 
 _MAX_HEADER_BYTES = 65536
 _MAX_BODY_BYTES = 32 << 20

@@ -6,7 +6,7 @@ import dataclasses
 import math
 import random
 
-from collectors.model import Batch, GpuRow, HistogramRow, Identity, SignalRow
+from enginescope.collectors.model import Batch, GpuRow, HistogramRow, Identity, SignalRow
 
 IDENTITY = Identity(
     replica="ta-01ABC", engine="sglang", model="llama-3.1-8b-instruct", region="us-east-1",
@@ -80,8 +80,8 @@ def full_batch(
     identity: Identity, ts_s: float, rng: random.Random | None, events: tuple[str, ...] = ()
 ) -> Batch:
     """Every canonical signal once; ``rng=None`` gives all-zero increases (a baseline)."""
-    from collectors.catalog import COUNTER_SIGNALS, GAUGE_SIGNALS, HISTOGRAM_SIGNALS
-    from collectors.model import EventRow
+    from enginescope.collectors.catalog import COUNTER_SIGNALS, GAUGE_SIGNALS, HISTOGRAM_SIGNALS
+    from enginescope.collectors.model import EventRow
 
     def hist(signal: str) -> HistogramRow:
         if rng is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from simfleet.autoscaler import Autoscaler, AutoscalerConfig, instant_need
+from enginescope.simfleet.autoscaler import Autoscaler, AutoscalerConfig, instant_need
 
 
 def config(**overrides: object) -> AutoscalerConfig:

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 import pyarrow.parquet as pq
 import pytest
 
-from collectors.quantile import bucket_width_bound, histogram_quantile
 from enginescope import cmd_bench
 from enginescope.cli import CliError
 from enginescope.cmd_bench import (
@@ -22,8 +21,9 @@ from enginescope.cmd_bench import (
     parse_levels,
     write_bench,
 )
-from recipes.schema import load_recipe
-from simfleet.sgl_families import TTFT_BUCKETS_S
+from enginescope.collectors.quantile import bucket_width_bound, histogram_quantile
+from enginescope.recipes.schema import load_recipe
+from enginescope.simfleet.sgl_families import TTFT_BUCKETS_S
 
 FIXTURE = Path(__file__).parent / "fixtures/sglang/0.5.23-single-gpu/metrics.txt"
 CLASSIFIER = Path(__file__).resolve().parents[1] / "recipes" / "qwen3-8b-classifier-h100.toml"

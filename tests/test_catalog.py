@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from collectors.catalog import SGLANG, VLLM, canonical_family, catalog_for, detect_engine, sum_dp
+from enginescope.collectors.catalog import SGLANG, VLLM, canonical_family, catalog_for, detect_engine, sum_dp
 
 
 def labels(**pairs):

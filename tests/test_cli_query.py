@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from collectors.model import Batch, EventRow, HistogramRow, Identity, SignalRow
 from enginescope.cli import main
-from exporters.store import StoreWriter
+from enginescope.collectors.model import Batch, EventRow, HistogramRow, Identity, SignalRow
+from enginescope.store import StoreWriter
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC).timestamp()
 
@@ -102,7 +102,7 @@ def test_missing_store_is_a_clear_error(tmp_path: Path, capsys) -> None:
 
 
 def test_presets_list_and_run(store: Path, capsys) -> None:
-    queries = pytest.importorskip("exporters.queries")
+    queries = pytest.importorskip("enginescope.views.queries")
     code, out, _ = _run(capsys, "--list-presets")
     assert code == 0 and all(name in out for name in queries.PRESETS)
     code, out, err = _run(

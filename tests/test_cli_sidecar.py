@@ -26,7 +26,7 @@ def _sidecar(*args: str) -> subprocess.Popen[str]:
 
 @pytest.mark.slow
 def test_sigterm_flushes_and_exits_zero(tmp_path: Path) -> None:
-    from exporters.store import open_store
+    from enginescope.store import open_store
 
     with ExpositionServer(FIXTURE.read_text()) as server:
         proc = _sidecar(
@@ -68,7 +68,7 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], message: s
 
 @pytest.mark.slow
 def test_sigterm_while_waiting_for_the_engine_exits_without_starting_the_loop(tmp_path: Path) -> None:
-    from exporters.store import open_store
+    from enginescope.store import open_store
 
     proc = _sidecar(
         "--engine-url", "http://127.0.0.1:9", "--store", str(tmp_path), "--wait-engine-s", "60",

@@ -8,7 +8,7 @@ import pytest
 
 from enginescope.cli import main
 from enginescope.cmd_endpoint import modal_token_present
-from recipes import RECIPES_DIR
+from enginescope.recipes import RECIPES_DIR
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ import pyarrow.dataset as ds
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from collectors.quantile import histogram_quantile
+from enginescope.collectors.quantile import histogram_quantile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from gen_history import Fleet, Incident, generate  # noqa: E402

@@ -15,9 +15,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from enginescope.cmd_bench import write_bench
-from exporters import queries
-from exporters.store import open_store
-from exporters.store.reader import BENCH_SCHEMA
+from enginescope.store import open_store
+from enginescope.store.reader import BENCH_SCHEMA
+from enginescope.views import queries
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "dashboard" / "app.py")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dashboard import diagnosis
-from dashboard.data import Window, load_incident, open_connection, store_time_range
+from enginescope.dashboard import diagnosis
+from enginescope.dashboard.data import Window, load_incident, open_connection, store_time_range
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dashboard import diagnosis
-from dashboard.data import Window, load_incident, open_connection
+from enginescope.dashboard import diagnosis
+from enginescope.dashboard.data import Window, load_incident, open_connection
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from gen_history import Fleet, Incident, generate  # noqa: E402

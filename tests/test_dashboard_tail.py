@@ -6,8 +6,8 @@ import datetime as dt
 
 import pandas as pd
 
-from dashboard.data import Window
-from dashboard.tail import TailCache
+from enginescope.dashboard.data import Window
+from enginescope.dashboard.tail import TailCache
 
 START = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 

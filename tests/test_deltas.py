@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collectors.deltas import DeltaTracker, HistogramState
+from enginescope.collectors.deltas import DeltaTracker, HistogramState
 
 
 def scrape(tracker: DeltaTracker, ts_s: float, values: dict[str, float]) -> tuple[dict, list[str]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.quantile import bucket_width_bound, histogram_quantile
+from enginescope.collectors.quantile import bucket_width_bound, histogram_quantile
 
 DURATION_S = 75
 
@@ -45,7 +45,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def con(store: Path):  # type: ignore[no-untyped-def]
-    from exporters.store import open_store
+    from enginescope.store import open_store
 
     return open_store(store)
 

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from deploy import app_builder
-from deploy.container import sglang_command
-from recipes import RECIPES_DIR, load_recipe
+from enginescope.deploy import app_builder
+from enginescope.deploy.container import sglang_command
+from enginescope.recipes import RECIPES_DIR, load_recipe
 
 SHIPPED = sorted(RECIPES_DIR.glob("*.toml"))
 
@@ -20,9 +20,9 @@ def _import_app(monkeypatch, recipe, app_name="enginescope-test", gpu=None):
     for key in (app_builder.ENV_RECIPE, app_builder.ENV_APP_NAME, app_builder.ENV_SERVER_NAME):
         monkeypatch.setenv(key, env[key])
     monkeypatch.setenv(app_builder.ENV_GPU, gpu or recipe.gpu.modal_gpu)
-    if "deploy.modal_app" in sys.modules:
-        return importlib.reload(sys.modules["deploy.modal_app"])
-    return importlib.import_module("deploy.modal_app")
+    if "enginescope.deploy.modal_app" in sys.modules:
+        return importlib.reload(sys.modules["enginescope.deploy.modal_app"])
+    return importlib.import_module("enginescope.deploy.modal_app")
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
@@ -104,7 +104,7 @@ def test_sglang_command_without_speculation_or_request_log():
 
 
 def test_dashboard_is_read_only_and_behind_proxy_auth():
-    dashboard = importlib.import_module("deploy.dashboard_app")
+    dashboard = importlib.import_module("enginescope.deploy.dashboard_app")
     info = dashboard.dashboard.info()
     assert info.web_info is not None and info.web_info.unauthenticated is False
     assert [(p, v.name, v.read_only) for p, v in info.volumes.items()] == [

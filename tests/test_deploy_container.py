@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.container import in_flight_requests
-from recipes import RECIPES_DIR
+from enginescope.deploy.container import in_flight_requests
+from enginescope.recipes import RECIPES_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests/fixtures/sglang/0.5.23-single-gpu/metrics.txt"
@@ -78,12 +78,12 @@ def test_in_flight_counts_running_and_queued_over_ranks():
 
 @pytest.mark.slow
 def test_sigterm_drains_flushes_and_records_lifecycle_within_grace(tmp_path):
-    from exporters.store import open_store
+    from enginescope.store import open_store
 
     port, store, log = _free_port(), tmp_path / "store", tmp_path / "engine.log"
     engine = tmp_path / "fake_engine.py"
     engine.write_text(FAKE_ENGINE)
-    cmd = [sys.executable, "-m", "deploy.container", "--recipe", str(RECIPE), "--store", str(store),
+    cmd = [sys.executable, "-m", "enginescope.deploy.container", "--recipe", str(RECIPE), "--store", str(store),
            "--port", str(port), "--request-log-dir", str(tmp_path / "reqlog"),
            "--engine-cmd", shlex.join([sys.executable, str(engine), str(port), str(FIXTURE), str(log)])]  # fmt: skip
     env = {**os.environ, "MODAL_TASK_ID": "ta-test1", "MODAL_REGION": "us-east-1", "PYTHONPATH": str(ROOT)}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collectors.model import Batch, EventKind
-from deploy.watcher import FleetSnapshot, FleetWatcher, diff_events, fleet_identity, watch_window
-from recipes import RECIPES_DIR, load_recipe
+from enginescope.collectors.model import Batch, EventKind
+from enginescope.deploy.watcher import FleetSnapshot, FleetWatcher, diff_events, fleet_identity, watch_window
+from enginescope.recipes import RECIPES_DIR, load_recipe
 
 RECIPE = load_recipe(RECIPES_DIR / "llama-3.1-8b-h100.toml")
 
@@ -69,7 +69,7 @@ def test_watcher_survives_failed_polls_and_resumes_from_saved_state(tmp_path):
 
 
 def test_watch_window_writes_events_to_the_store(tmp_path):
-    from exporters.store import open_store
+    from enginescope.store import open_store
 
     now = [0.0]  # time advances only while the watcher sleeps
     probe = ScriptedProbe([snap(0, 1), snap(5, 2), snap(10, 4), snap(15, 1)])

@@ -13,7 +13,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics_theirs
 from prometheus_client.parser import text_string_to_metric_families as parse_text_theirs
 
-from collectors.exposition import ExpositionError, ExpositionParser, parse_exposition, render_text
+from enginescope.collectors.exposition import ExpositionError, ExpositionParser, parse_exposition, render_text
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SGLANG = FIXTURES / "sglang/0.5.23-single-gpu"

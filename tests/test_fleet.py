@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from simfleet.autoscaler import AutoscalerConfig
-from simfleet.fleet import Fleet, FleetConfig, ReplicaState, new_task_id
-from simfleet.loadgen import LoadConfig, LoadGenerator, LogNormalTokens, Poisson, RequestMix
-from simfleet.profile import DEFAULT
+from enginescope.loadgen.generator import LoadConfig, LoadGenerator, LogNormalTokens, Poisson, RequestMix
+from enginescope.simfleet.autoscaler import AutoscalerConfig
+from enginescope.simfleet.fleet import Fleet, FleetConfig, ReplicaState, new_task_id
+from enginescope.simfleet.profile import DEFAULT
 
 FAST = dataclasses.replace(
     DEFAULT,
@@ -67,7 +67,7 @@ def test_scales_up_under_load_then_drains_and_scales_down(tmp_path: Path) -> Non
     assert live_after == 1  # back to min_containers
     assert states.count(ReplicaState.STOPPED) == len(states) - 1
 
-    from exporters.store import open_store
+    from enginescope.store import open_store
 
     con = open_store(tmp_path)
     fleet_events = con.sql(

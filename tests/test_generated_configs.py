@@ -11,11 +11,11 @@ import urllib.request
 
 import pytest
 
-from collectors.model import Identity
 from enginescope.cli import main
-from exporters.observability_gen import DEFAULT_OUT_DIR, generate_all, load_recipes, stale_files
-from exporters.panels import INCIDENT_PANELS
-from exporters.prom_endpoint import PromEndpointSink
+from enginescope.collectors.model import Identity
+from enginescope.exporters.observability_gen import DEFAULT_OUT_DIR, generate_all, load_recipes, stale_files
+from enginescope.exporters.prom_endpoint import PromEndpointSink
+from enginescope.views.panels import INCIDENT_PANELS
 from tests.otlp_data import full_batch
 
 FILES = {f.name: f.text for f in generate_all(load_recipes())}

@@ -11,8 +11,8 @@ from types import ModuleType
 import pynvml
 import pytest
 
-from collectors.gpu import GpuSource
-from simfleet.nvml import SimGpuSpec, SimulatedNvml
+from enginescope.collectors.gpu import GpuSource
+from enginescope.simfleet.nvml import SimGpuSpec, SimulatedNvml
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,9 +10,9 @@ from typing import Any
 import pynvml
 import pytest
 
-from collectors.gpu import ALL_COLUMNS, GpuSource
-from collectors.model import Batch, EventKind, Identity
-from simfleet.nvml import SimGpuSpec, SimulatedNvml
+from enginescope.collectors.gpu import ALL_COLUMNS, GpuSource
+from enginescope.collectors.model import Batch, EventKind, Identity
+from enginescope.simfleet.nvml import SimGpuSpec, SimulatedNvml
 
 
 class Clock:
@@ -137,7 +137,7 @@ def test_not_supported_field_is_none_logged_once_and_never_asked_again(
     sim = SimulatedNvml([SimGpuSpec(unsupported=no_power), SimGpuSpec(unsupported=no_power)], clock=clock)
     counting = Counting(sim)
     source = GpuSource(counting, now_fn=clock)
-    with caplog.at_level(logging.INFO, logger="collectors.gpu"):
+    with caplog.at_level(logging.INFO, logger="enginescope.collectors.gpu"):
         batches = [poll(clock, source) for _ in range(6)]
     rows = [r.fields for b in batches for r in b.gpu]
     assert len(rows) == 12
@@ -177,7 +177,7 @@ def test_nvml_unavailable_disables_with_one_log_line_and_one_event(
 ) -> None:
     source = GpuSource(SimulatedNvml(init_error=code))
     ticks: list[int] = []
-    with caplog.at_level(logging.DEBUG, logger="collectors.gpu"):
+    with caplog.at_level(logging.DEBUG, logger="enginescope.collectors.gpu"):
         batches = [source.collect(100.0 + i) for i in range(5)]
         ticks = [i for i, _ in enumerate(batches)]  # a sidecar-like loop carries on
     assert ticks == [0, 1, 2, 3, 4]
@@ -185,7 +185,7 @@ def test_nvml_unavailable_disables_with_one_log_line_and_one_event(
     assert name in batches[0].events[0].detail
     assert all(b.is_empty() for b in batches[1:])
     assert source.disabled
-    records = [r for r in caplog.records if r.name == "collectors.gpu"]
+    records = [r for r in caplog.records if r.name == "enginescope.collectors.gpu"]
     assert len(records) == 1 and records[0].levelno == logging.WARNING
     assert "GPU telemetry disabled" in records[0].getMessage()
     source.close()
@@ -281,7 +281,7 @@ def test_unexpected_exception_never_escapes_and_is_logged_once(caplog: pytest.Lo
 
     clock = Clock()
     source = GpuSource(Broken(clock=clock), now_fn=clock)
-    with caplog.at_level(logging.ERROR, logger="collectors.gpu"):
+    with caplog.at_level(logging.ERROR, logger="enginescope.collectors.gpu"):
         batches = [poll(clock, source) for _ in range(3)]
     assert all(isinstance(b, Batch) for b in batches)
     assert len([r for r in caplog.records if "driver bug" in r.getMessage()]) == 1
@@ -311,7 +311,7 @@ def test_older_driver_uses_the_legacy_calls_without_losing_columns(caplog: pytes
     source = GpuSource(counting, now_fn=clock)
     sim = counting.inner
     sim.set_power_limit_w(0, 500.0)
-    with caplog.at_level(logging.INFO, logger="collectors.gpu"):
+    with caplog.at_level(logging.INFO, logger="enginescope.collectors.gpu"):
         rows = [poll(clock, source).gpu[0].fields for _ in range(3)]
     assert rows[-1]["temperature_c"] == sim.nvmlDeviceGetTemperature(sim.nvmlDeviceGetHandleByIndex(0), 0)
     assert rows[-1]["throttle_power_cap"] is True

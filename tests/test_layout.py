@@ -1,4 +1,8 @@
-"""The flat layout is deliberate; guard against shadowing and against imports against the flow."""
+"""Every folder installs under the one ``enginescope`` namespace; imports follow the data flow.
+
+sources -> pipeline -> sinks -> store -> views: a package may import only the packages listed for it
+in ALLOWED (plus itself). ``enginescope`` root modules (CLI, sidecar runtime, demo) compose all.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,24 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ["collectors", "exporters", "dashboard", "deploy", "recipes", "simfleet", "enginescope"]
+FLAT = ["collectors", "exporters", "store", "views", "loadgen", "dashboard", "deploy", "recipes", "simfleet"]
+SIDECAR_RUNTIME = "sidecar"  # enginescope.sidecar: sources + sinks wired together
 
-# Data flows sources -> pipeline -> sinks -> store -> views: a package may not import these.
-FORBIDDEN = {
-    "collectors": {"exporters", "dashboard", "deploy", "simfleet", "enginescope"},
-    "exporters": {"dashboard", "deploy", "simfleet", "enginescope"},
-    "dashboard": {"simfleet", "deploy", "collectors.engine_source", "collectors.gpu"},
+ALLOWED: dict[str, set[str]] = {
+    "collectors": set(),
+    "loadgen": {"collectors"},
+    "store": {"collectors"},
+    "views": {"collectors", "store"},
+    "recipes": {"collectors"},
+    "exporters": {"collectors", "store", "views", "recipes"},
+    # the simulated fleet runs the production sidecars and load generator against its engines
+    "simfleet": {"collectors", "loadgen", "recipes", "store", SIDECAR_RUNTIME},
+    "dashboard": {"collectors", "store", "views", "recipes"},
+    "deploy": {"collectors", "exporters", "store", "views", "recipes", SIDECAR_RUNTIME},
 }
 
 
-@pytest.mark.parametrize("name", PACKAGES)
+@pytest.mark.parametrize("name", ["enginescope", *(f"enginescope.{p}" for p in FLAT)])
 def test_package_resolves_to_this_repository(name: str) -> None:
     module = importlib.import_module(name)
     location = Path(module.__file__ or next(iter(module.__path__))).resolve()
@@ -33,14 +44,47 @@ def _imports(path: Path) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
+            if node.module == "enginescope":
+                names.update(f"enginescope.{alias.name}" for alias in node.names)
     return names
 
 
-@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def _python_files() -> list[Path]:
+    roots = [REPO / p for p in [*FLAT, "enginescope", "tests", "benchmarks"]]
+    return sorted(f for root in roots for f in root.rglob("*.py"))
+
+
+def test_no_code_imports_a_flat_package_name() -> None:
+    """``import collectors`` would pick up PyPI's ``collectors`` (or nothing) once installed."""
+    offenders = [
+        f"{path.relative_to(REPO)} imports {name}"
+        for path in _python_files()
+        for name in _imports(path)
+        if name.split(".")[0] in FLAT
+    ]
+    assert not offenders, "\n".join(offenders)
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_imports_follow_the_data_flow(package: str) -> None:
+    allowed = ALLOWED[package] | {package, "__version__"}
     offenders = []
     for path in sorted((REPO / package).rglob("*.py")):
         for name in _imports(path):
-            if any(name == bad or name.startswith(bad + ".") for bad in FORBIDDEN[package]):
+            parts = name.split(".")
+            if parts[0] != "enginescope" or len(parts) < 2:
+                continue
+            if parts[1] not in allowed:
                 offenders.append(f"{path.relative_to(REPO)} imports {name}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_dashboard_never_reads_the_engine() -> None:
+    engine_modules = {"enginescope.collectors.engine_source", "enginescope.collectors.gpu"}
+    offenders = [
+        f"{path.relative_to(REPO)} imports {name}"
+        for path in sorted((REPO / "dashboard").rglob("*.py"))
+        for name in _imports(path)
+        if name in engine_modules
+    ]
     assert not offenders, "\n".join(offenders)

@@ -11,9 +11,7 @@ import time
 
 import pytest
 
-from simfleet.engine import SimEngine
-from simfleet.groundtruth import GroundTruth
-from simfleet.loadgen import (
+from enginescope.loadgen.generator import (
     Diurnal,
     LoadConfig,
     LoadGenerator,
@@ -29,9 +27,11 @@ from simfleet.loadgen import (
     percentile,
     summarize,
 )
-from simfleet.profile import DEFAULT
-from simfleet.router import NoBackendError, Router
-from simfleet.server import serve
+from enginescope.loadgen.router import NoBackendError, Router
+from enginescope.simfleet.engine import SimEngine
+from enginescope.simfleet.groundtruth import GroundTruth
+from enginescope.simfleet.profile import DEFAULT
+from enginescope.simfleet.server import serve
 
 
 def test_poisson_mean_rate_within_tolerance() -> None:

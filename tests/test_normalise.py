@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collectors.catalog import COUNTER_SIGNALS, GAUGE_SIGNALS, HISTOGRAM_SIGNALS
-from collectors.normalise import Normaliser
+from enginescope.collectors.catalog import COUNTER_SIGNALS, GAUGE_SIGNALS, HISTOGRAM_SIGNALS
+from enginescope.collectors.normalise import Normaliser
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SGLANG_TEXT = (FIXTURES / "sglang/0.5.23-single-gpu/metrics.txt").read_text()

@@ -8,9 +8,9 @@ import pytest
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-from exporters.otlp.backlog import Backlog, Entry, encode_entry, request_body
-from exporters.otlp.config import OtlpConfig
-from exporters.otlp.mapping import OtlpMapper
+from enginescope.exporters.otlp.backlog import Backlog, Entry, encode_entry, request_body
+from enginescope.exporters.otlp.config import OtlpConfig
+from enginescope.exporters.otlp.mapping import OtlpMapper
 from tests.otlp_data import IDENTITY, batches
 from tests.otlp_receivers import flatten
 

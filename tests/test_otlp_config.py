@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from exporters.otlp.config import (
+from enginescope.exporters.otlp.config import (
     NameStyle,
     OtlpConfig,
     OtlpConfigError,
@@ -119,7 +119,7 @@ def test_timeout_below_100ms_warns_about_milliseconds(caplog):
 
 
 def test_sink_factory_is_off_without_endpoint_and_on_with_one():
-    from exporters.otlp import otlp_sink_from_args, otlp_sink_from_env
+    from enginescope.exporters.otlp import otlp_sink_from_args, otlp_sink_from_env
 
     assert otlp_sink_from_env({}) is None
     sink = otlp_sink_from_args(

@@ -10,9 +10,9 @@ import tracemalloc
 import pytest
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 
-from exporters.otlp.config import OtlpConfig, Protocol, Temporality
-from exporters.otlp.mapping import OtlpMapper
-from exporters.otlp.sink import OtlpSink
+from enginescope.exporters.otlp.config import OtlpConfig, Protocol, Temporality
+from enginescope.exporters.otlp.mapping import OtlpMapper
+from enginescope.exporters.otlp.sink import OtlpSink
 from tests.otlp_data import IDENTITY, INTERVAL_S, batches, per_bucket
 from tests.otlp_receivers import GrpcReceiver, HttpReceiver, flatten
 

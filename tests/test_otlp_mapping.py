@@ -7,9 +7,9 @@ import math
 
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 
-from collectors.model import Batch, EventKind, EventRow, GpuRow, SampleRow
-from exporters.otlp.config import NameStyle, OtlpConfig, Temporality
-from exporters.otlp.mapping import OtlpMapper
+from enginescope.collectors.model import Batch, EventKind, EventRow, GpuRow, SampleRow
+from enginescope.exporters.otlp.config import NameStyle, OtlpConfig, Temporality
+from enginescope.exporters.otlp.mapping import OtlpMapper
 from tests.otlp_data import IDENTITY, INTERVAL_S, T0_S, batches, per_bucket, ttft_row
 from tests.otlp_receivers import flatten
 

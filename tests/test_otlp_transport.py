@@ -6,9 +6,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from exporters.otlp.config import Protocol
-from exporters.otlp.sink import OtlpSink
-from exporters.otlp.transport import HttpTransport, Outcome, make_transport, parse_retry_after
+from enginescope.exporters.otlp.config import Protocol
+from enginescope.exporters.otlp.sink import OtlpSink
+from enginescope.exporters.otlp.transport import HttpTransport, Outcome, make_transport, parse_retry_after
 from tests.otlp_data import IDENTITY, batches
 from tests.otlp_receivers import Failure, GrpcReceiver, HttpReceiver
 from tests.test_otlp_export import SECRET, make_config, receiver_for

@@ -9,8 +9,8 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from collectors.model import Batch, SampleRow, SignalRow
-from exporters.prom_endpoint import PromEndpointSink
+from enginescope.collectors.model import Batch, SampleRow, SignalRow
+from enginescope.exporters.prom_endpoint import PromEndpointSink
 from tests.otlp_data import IDENTITY, TTFT_BOUNDS, batches, full_batch, ttft_row
 
 

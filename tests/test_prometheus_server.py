@@ -1,5 +1,5 @@
 """A real Prometheus (Debian package ``prometheus``, binary /usr/bin/prometheus) scrapes
-PromEndpointSink; PromQL results must equal collectors.quantile on the rows fed, the
+PromEndpointSink; PromQL results must equal enginescope.collectors.quantile on the rows fed, the
 generated dashboard's queries must all return data and the generated alerts must fire."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from collectors.model import Identity
-from collectors.quantile import histogram_quantile
-from exporters.observability_gen import DEFAULT_OUT_DIR
-from exporters.prom_endpoint import PromEndpointSink
+from enginescope.collectors.model import Identity
+from enginescope.collectors.quantile import histogram_quantile
+from enginescope.exporters.observability_gen import DEFAULT_OUT_DIR
+from enginescope.exporters.prom_endpoint import PromEndpointSink
 from tests.otlp_data import INTERVAL_S, full_batch
 from tests.otlp_receivers import free_port
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from enginescope.exporters.prom_endpoint import PromEndpointSink
 from enginescope.sidecar import Sidecar, SidecarConfig
-from exporters.prom_endpoint import PromEndpointSink
 from tests.exposition_server import ExpositionServer
 from tests.test_prometheus_server import Prometheus
 from tests.test_sidecar_e2e import FIXTURE, _bump_ttft

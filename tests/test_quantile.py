@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from collectors.exposition import parse_exposition
-from collectors.quantile import bucket_width_bound, histogram_quantile
+from enginescope.collectors.exposition import parse_exposition
+from enginescope.collectors.quantile import bucket_width_bound, histogram_quantile
 
 SGLANG = Path(__file__).parent / "fixtures/sglang/0.5.23-single-gpu"
 

@@ -13,13 +13,13 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
-from collectors.quantile import histogram_quantile
-from dashboard.data import open_connection
-from dashboard.state import ViewState, slo_from_recipe
 from enginescope.cli import CliError
 from enginescope.cmd_dashboard import build_env
-from exporters import queries
-from exporters.panels import INCIDENT_PANELS, scalar_signals
+from enginescope.collectors.quantile import histogram_quantile
+from enginescope.dashboard.data import open_connection
+from enginescope.dashboard.state import ViewState, slo_from_recipe
+from enginescope.views import queries
+from enginescope.views.panels import INCIDENT_PANELS, scalar_signals
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from gen_history import Fleet, Incident, generate  # noqa: E402

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from collectors.quantile import histogram_quantile
 from enginescope import cmd_simulate
 from enginescope.cli import CliError
+from enginescope.collectors.quantile import histogram_quantile
 from enginescope.demo import DemoOptions, run_demo
-from recipes.schema import Recipe, load_all, load_recipe
-from simfleet.autoscaler import AutoscalerConfig
-from simfleet.scenarios import (
+from enginescope.recipes.schema import Recipe, load_all, load_recipe
+from enginescope.simfleet.autoscaler import AutoscalerConfig
+from enginescope.simfleet.profile import profile_for_recipe
+from enginescope.simfleet.scenarios import (
     DEMO_MAX_COLD_START_S,
     MIN_SPIKE_LOAD,
     compress_cold_start,
@@ -66,7 +67,7 @@ def demos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, lis
 
 
 def connect(store: Path):  # type: ignore[no-untyped-def]
-    from exporters.store import open_store
+    from enginescope.store import open_store
 
     return open_store(store)
 
@@ -100,7 +101,7 @@ def test_demo_store_reflects_the_recipe(demos, name: str) -> None:  # type: igno
 
     # The SLOs travel with the store, for the dashboard (--recipe <store>/recipe.toml).
     assert load_recipe(store / "recipe.toml").slo == recipe.slo
-    cold_s = recipe.simulation_profile().startup_total_s
+    cold_s = profile_for_recipe(recipe).startup_total_s
     assert any(
         f"cold start {cold_s:.0f}s compressed to {DEMO_MAX_COLD_START_S:.0f}s" in line for line in lines
     )
@@ -126,7 +127,7 @@ def test_spike_scales_the_classifier_fleet_up(demos) -> None:  # type: ignore[no
 def test_spike_load_is_derived_from_the_profile(name: str) -> None:
     recipe = RECIPES[name]
     autoscaler = autoscaler_of(recipe)
-    scenario, derived = for_recipe(get_scenario("spike"), recipe.simulation_profile(), autoscaler)
+    scenario, derived = for_recipe(get_scenario("spike"), profile_for_recipe(recipe), autoscaler)
     base_rps, spike_rps = scenario.pattern.rate_at(1.0), scenario.pattern.rate_at(13.0)
     # One replica below its target concurrency before the spike, over it during the spike.
     assert base_rps < 0.5 * derived.capacity_rps
@@ -139,8 +140,8 @@ def test_spike_load_is_derived_from_the_profile(name: str) -> None:
 
 
 def test_capacity_follows_the_profile() -> None:
-    classifier = RECIPES["qwen3-8b-classifier-h100"].simulation_profile()
-    moe = RECIPES["glm-5.2-fp8-8xh200"].simulation_profile()
+    classifier = profile_for_recipe(RECIPES["qwen3-8b-classifier-h100"])
+    moe = profile_for_recipe(RECIPES["glm-5.2-fp8-8xh200"])
     assert profile_mix(classifier).output.median_tokens == 4
     small = replica_capacity_rps(classifier, profile_mix(classifier), 16)
     large = replica_capacity_rps(moe, profile_mix(moe), 16)
@@ -151,7 +152,7 @@ def test_capacity_follows_the_profile() -> None:
 
 
 def test_cold_start_compression_keeps_phase_shares() -> None:
-    profile = RECIPES["glm-5.2-fp8-8xh200"].simulation_profile()
+    profile = profile_for_recipe(RECIPES["glm-5.2-fp8-8xh200"])
     short = compress_cold_start(profile, 10.0)
     assert short.startup_total_s == pytest.approx(10.0)
     assert short.weight_load_s / short.startup_total_s == pytest.approx(
@@ -163,7 +164,7 @@ def test_cold_start_compression_keeps_phase_shares() -> None:
 def test_spec_collapse_needs_a_speculative_recipe() -> None:
     llama = RECIPES["llama-3.1-8b-h100"]
     with pytest.raises(ValueError, match="speculative"):
-        for_recipe(get_scenario("spec-collapse"), llama.simulation_profile(), autoscaler_of(llama))
+        for_recipe(get_scenario("spec-collapse"), profile_for_recipe(llama), autoscaler_of(llama))
 
 
 def simulate_args(*argv: str) -> argparse.Namespace:
@@ -175,7 +176,7 @@ def simulate_args(*argv: str) -> argparse.Namespace:
 def test_simulate_serves_the_recipe_profile() -> None:
     recipe = RECIPES["glm-5.2-fp8-8xh200"]
     profile, label = cmd_simulate._profile(simulate_args("--recipe", str(recipe.path), "--replicas", "2"))
-    assert profile == recipe.simulation_profile()
+    assert profile == profile_for_recipe(recipe)
     assert (profile.model_name, profile.tp_size, profile.ep_size) == ("glm-5.2-fp8", 8, 8)
     assert label == "recipe glm-5.2-fp8-8xh200"
     default, label = cmd_simulate._profile(simulate_args())

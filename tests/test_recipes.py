@@ -7,9 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from recipes import RECIPES_DIR, RecipeError, find_recipe_for_model, load_all, load_recipe, with_gpu
-from simfleet.autoscaler import AutoscalerConfig
-from simfleet.profile import PROFILES
+from enginescope.recipes import (
+    RECIPES_DIR,
+    RecipeError,
+    find_recipe_for_model,
+    load_all,
+    load_recipe,
+    with_gpu,
+)
+from enginescope.simfleet.autoscaler import AutoscalerConfig
+from enginescope.simfleet.profile import PROFILES, profile_for_recipe
 
 SHIPPED = sorted(RECIPES_DIR.glob("*.toml"))
 
@@ -59,7 +66,7 @@ def test_ships_the_four_kinds_of_recipe():
     assert (glm.gpu.count, glm.speculative.method, glm.parallel.ep) == (8, "EAGLE", 8)
     assert any("VL" in r.model.hf_id for r in recipes)  # a vision-language model
     classifier = min(recipes, key=lambda r: r.slo.ttft_p95_s)
-    assert classifier.slo.ttft_p95_s <= 0.2 and classifier.simulation_profile().output_tokens_mean <= 8
+    assert classifier.slo.ttft_p95_s <= 0.2 and profile_for_recipe(classifier).output_tokens_mean <= 8
     assert classifier.autoscaling.min_containers >= 1  # no cold start in a tight-TTFT path
 
 
@@ -67,7 +74,7 @@ def test_ships_the_four_kinds_of_recipe():
 def test_every_recipe_validates_and_builds_its_simulation(path: Path):
     recipe = load_recipe(path)
     assert recipe.schema_version == 1
-    profile = recipe.simulation_profile()
+    profile = profile_for_recipe(recipe)
     # topology comes from the recipe unless [simulation] overrides it
     assert (profile.tp_size, profile.dp_size) == (recipe.parallel.tp, recipe.parallel.dp)
     assert profile.model_name == recipe.simulation.get("model_name", recipe.model.served_name)
@@ -140,7 +147,7 @@ def test_bad_fields_name_file_field_and_allowed_values(tmp_path, edit, message):
         assert load_recipe(path).autoscaling.max_containers == 1
         return
     with pytest.raises(RecipeError) as info:
-        load_recipe(path)
+        profile_for_recipe(load_recipe(path))  # [simulation] is checked by the simulator that reads it
     assert str(info.value).startswith(str(tmp_path)), info.value
     assert message in str(info.value)
 
@@ -152,7 +159,7 @@ def test_spec_acceptance_beyond_what_the_recipe_drafts_is_rejected(tmp_path):
     path = _write(tmp_path, RECIPES_DIR / "glm-5.2-fp8-8xh200.toml", edit)
     # the recipe now drafts 2 tokens per step, but [simulation] claims 2.6 accepted per step
     with pytest.raises(RecipeError, match=r"x.toml: simulation: spec_accept_length must be within 1..2"):
-        load_recipe(path)
+        profile_for_recipe(load_recipe(path))
 
 
 def test_unreadable_and_malformed_files_name_the_file(tmp_path):
@@ -169,7 +176,7 @@ def test_with_gpu_revalidates_parallelism():
     with pytest.raises(RecipeError, match=r"parallel.tp: tp \* dp must equal gpu.count \(got 8 \* 1 != 4\)"):
         with_gpu(glm, "H200:4")
     moved = with_gpu(load_recipe(LLAMA), "h200")
-    assert (moved.gpu.type, moved.gpu.modal_gpu, moved.simulation_profile().gpu_type) == (
+    assert (moved.gpu.type, moved.gpu.modal_gpu, profile_for_recipe(moved).gpu_type) == (
         "H200",
         "H200",
         "H200",
@@ -181,10 +188,10 @@ def test_with_gpu_revalidates_parallelism():
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_simulated_engine_meets_the_recipe_slo_at_light_load(path: Path):
     """Each recipe's simulation profile boots and serves 8 requests within its own SLOs."""
-    from simfleet.engine import SimEngine
+    from enginescope.simfleet.engine import SimEngine
 
     recipe = load_recipe(path)
-    profile = recipe.simulation_profile()
+    profile = profile_for_recipe(recipe)
     engine = SimEngine(profile, seed=1)
     start_s = profile.startup_total_s + 0.01
     engine.advance_to(start_s)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from collectors.requestlog import RequestLogTailer, record_to_row
-from exporters.store import StoreWriter, open_store
+from enginescope.collectors.requestlog import RequestLogTailer, record_to_row
+from enginescope.store import StoreWriter, open_store
 
 FIXTURE = Path(__file__).parent / "fixtures" / "requestlog" / "request-metrics-example.jsonl"
 LINES = FIXTURE.read_bytes().splitlines(keepends=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.quantile import histogram_quantile
+from enginescope.collectors.quantile import histogram_quantile
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ def stores(fault_scenario_stores: dict[str, Path]) -> dict[str, Path]:
 
 
 def connect(store: Path):  # type: ignore[no-untyped-def]
-    from exporters.store import open_store
+    from enginescope.store import open_store
 
     return open_store(store)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.quantile import histogram_quantile
+from enginescope.collectors.quantile import histogram_quantile
 from enginescope.sidecar import Sidecar, SidecarConfig
 from tests.exposition_server import ExpositionServer
 
@@ -55,7 +55,7 @@ def base_text() -> str:
 
 
 def test_sidecar_stores_true_deltas_quantiles_and_events(tmp_path: Path, base_text: str) -> None:
-    from exporters.store import open_store
+    from enginescope.store import open_store
 
     with ExpositionServer(base_text) as server:
         sidecar = Sidecar(SidecarConfig(engine_url=server.url, store_dir=tmp_path, interval_s=1.0))
@@ -118,7 +118,7 @@ def test_replica_id_is_stable_across_sidecar_restarts(tmp_path: Path, base_text:
 
 
 def test_engine_down_is_an_event_not_a_crash(tmp_path: Path, base_text: str) -> None:
-    from exporters.store import open_store
+    from enginescope.store import open_store
 
     with ExpositionServer(base_text) as server:
         sidecar = Sidecar(SidecarConfig(engine_url=server.url, store_dir=tmp_path, timeout_s=0.5))
@@ -135,7 +135,7 @@ def test_engine_down_is_an_event_not_a_crash(tmp_path: Path, base_text: str) -> 
 
 
 def test_one_restart_is_one_event_and_ready_is_recorded_again(tmp_path: Path, base_text: str) -> None:
-    from exporters.store import open_store
+    from enginescope.store import open_store
 
     with ExpositionServer(base_text) as server:
         sidecar = Sidecar(SidecarConfig(engine_url=server.url, store_dir=tmp_path, timeout_s=0.5))
@@ -156,7 +156,7 @@ def test_one_restart_is_one_event_and_ready_is_recorded_again(tmp_path: Path, ba
 
 
 def test_vllm_is_detected_and_mapped_to_the_same_signals(tmp_path: Path) -> None:
-    from exporters.store import open_store
+    from enginescope.store import open_store
 
     vllm = (Path(__file__).parent / "fixtures" / "vllm" / "0.33.0-plain" / "metrics.txt").read_text()
     grown = vllm.replace(
@@ -179,8 +179,8 @@ def test_vllm_is_detected_and_mapped_to_the_same_signals(tmp_path: Path) -> None
 
 
 def test_exporter_health_is_stored_while_the_otlp_endpoint_is_down(tmp_path: Path, base_text: str) -> None:
-    from exporters.otlp import otlp_sink_from_env
-    from exporters.store import open_store
+    from enginescope.exporters.otlp import otlp_sink_from_env
+    from enginescope.store import open_store
 
     otlp = otlp_sink_from_env(
         {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_METRIC_EXPORT_INTERVAL": "50"}
@@ -207,7 +207,7 @@ def test_a_slowly_dribbling_engine_cannot_hold_a_scrape_past_its_timeout() -> No
     import threading
     import time
 
-    from collectors.engine_source import ScrapeError, http_get
+    from enginescope.collectors.engine_source import ScrapeError, http_get
 
     listener = socket.create_server(("127.0.0.1", 0))
     done = threading.Event()
@@ -243,7 +243,7 @@ def test_a_body_cut_short_is_a_failed_scrape_not_a_counter_reset() -> None:
     import socket
     import threading
 
-    from collectors.engine_source import ScrapeError, http_get
+    from enginescope.collectors.engine_source import ScrapeError, http_get
 
     listener = socket.create_server(("127.0.0.1", 0))
 
@@ -275,8 +275,8 @@ def test_stop_with_a_stuck_scrape_writes_events_without_a_racing_second_scrape(
 ) -> None:
     import threading
 
-    from collectors.model import Batch
-    from exporters.store import open_store
+    from enginescope.collectors.model import Batch
+    from enginescope.store import open_store
 
     release = threading.Event()
     calls: list[float] = []
@@ -306,8 +306,8 @@ def test_stop_with_a_stuck_scrape_writes_events_without_a_racing_second_scrape(
 
 
 def test_gpu_readings_pair_with_engine_samples_by_asof_join(tmp_path: Path, base_text: str) -> None:
-    from exporters.store import open_store
-    from simfleet.nvml import SimGpuSpec, SimulatedNvml
+    from enginescope.simfleet.nvml import SimGpuSpec, SimulatedNvml
+    from enginescope.store import open_store
 
     nvml = SimulatedNvml([SimGpuSpec(), SimGpuSpec()], lambda: 0.5)
     with ExpositionServer(base_text) as server:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from simfleet.engine import EngineState, EngineUnavailable, SimEngine
-from simfleet.groundtruth import GroundTruth
-from simfleet.metric_registry import LabelSet
-from simfleet.profile import DEFAULT, PROFILES, EngineProfile, ProfileError
+from enginescope.simfleet.engine import EngineState, EngineUnavailable, SimEngine
+from enginescope.simfleet.groundtruth import GroundTruth
+from enginescope.simfleet.metric_registry import LabelSet
+from enginescope.simfleet.profile import DEFAULT, PROFILES, EngineProfile, ProfileError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sim"
 SCHED = LabelSet({"engine_type": "unified", "model_name": DEFAULT.model_name, "moe_ep_rank": "0",

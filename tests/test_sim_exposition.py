@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from collectors.exposition import parse_exposition
-from simfleet.engine import SimEngine
-from simfleet.exposition import (
+from enginescope.collectors.exposition import parse_exposition
+from enginescope.simfleet.engine import SimEngine
+from enginescope.simfleet.exposition import (
     OPENMETRICS_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
     render,
     render_openmetrics,
     render_text,
 )
-from simfleet.profile import DEFAULT, PROFILES
+from enginescope.simfleet.profile import DEFAULT, PROFILES
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sim"
 REAL_TEXT = (FIXTURES / "sglang-0.5.23-metrics.txt").read_text()

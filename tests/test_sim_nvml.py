@@ -5,7 +5,7 @@ from __future__ import annotations
 import pynvml
 import pytest
 
-from simfleet.nvml import SimGpuSpec, SimulatedNvml
+from enginescope.simfleet.nvml import SimGpuSpec, SimulatedNvml
 
 
 class Clock:

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from simfleet.engine import SimEngine
-from simfleet.profile import EngineProfile
-from simfleet.server import serve
+from enginescope.simfleet.engine import SimEngine
+from enginescope.simfleet.profile import EngineProfile
+from enginescope.simfleet.server import serve
 
 pytestmark = pytest.mark.slow
 FAST_START = EngineProfile.from_mapping(

@@ -6,9 +6,9 @@ import multiprocessing as mp
 import time
 from pathlib import Path
 
-from collectors.model import Batch, Identity, SignalRow
-from exporters.store import CompactionPolicy, StoreWriter
-from exporters.store.segments import visible_files
+from enginescope.collectors.model import Batch, Identity, SignalRow
+from enginescope.store import CompactionPolicy, StoreWriter
+from enginescope.store.segments import visible_files
 
 ROWS_PER_BATCH = 50
 T_BASE = time.time() - 4 * 3600  # rows span past hours, so hours close and get compacted
@@ -22,7 +22,7 @@ def _batch(replica: str, i: int) -> Batch:
 
 
 def _writer(store: str, replica: str, batches: int, flushed, done) -> None:  # pragma: no cover - child
-    from exporters.store import CompactionPolicy, StoreWriter
+    from enginescope.store import CompactionPolicy, StoreWriter
 
     policy = CompactionPolicy(chunk_segments=4, close_grace_s=0, delete_grace_s=0.05)
     writer = StoreWriter(store, Identity(replica), flush_interval_s=3600, compact_interval_s=0, policy=policy)
@@ -40,7 +40,7 @@ def _writer(store: str, replica: str, batches: int, flushed, done) -> None:  # p
 
 
 def _reader(store: str, flushed, done, results) -> None:  # pragma: no cover - child
-    from exporters.store import open_store, query
+    from enginescope.store import open_store, query
 
     con = open_store(store)
     seen: list[tuple[int, int, int]] = []
@@ -86,7 +86,7 @@ def test_concurrent_writer_and_reader_processes(tmp_path: Path) -> None:
 
 
 def _endless_writer(store: str, flushed) -> None:  # pragma: no cover - child, killed
-    from exporters.store import StoreWriter
+    from enginescope.store import StoreWriter
 
     writer = StoreWriter(store, Identity("rep-k"), flush_interval_s=0.01, compact_interval_s=0.05)
     i = 0
@@ -98,7 +98,7 @@ def _endless_writer(store: str, flushed) -> None:  # pragma: no cover - child, k
 
 
 def test_sigkilled_writer_leaves_readable_store(tmp_path: Path) -> None:
-    from exporters.store import open_store
+    from enginescope.store import open_store
 
     ctx = mp.get_context("spawn")
     flushed = ctx.Value("q", 0)

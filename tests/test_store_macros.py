@@ -8,8 +8,8 @@ import random
 import duckdb
 import pytest
 
-from collectors.quantile import histogram_quantile
-from exporters.store import open_store
+from enginescope.collectors.quantile import histogram_quantile
+from enginescope.store import open_store
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from collectors.model import Batch, Identity, SignalRow
-from dashboard.data import Window, load_incident, use_rollup
-from exporters.store import CompactionPolicy, StoreWriter, open_store
-from exporters.store.segments import list_segments, partition_dir, visible_files
+from enginescope.collectors.model import Batch, Identity, SignalRow
+from enginescope.dashboard.data import Window, load_incident, use_rollup
+from enginescope.store import CompactionPolicy, StoreWriter, open_store
+from enginescope.store.segments import list_segments, partition_dir, visible_files
 
 MIDNIGHT = datetime(2026, 11, 29, tzinfo=UTC)
 IDENT = Identity("rep-1", engine="sglang", model="m")

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from collectors.model import Batch, Identity, SignalRow
-from exporters import queries
-from exporters.store import CompactionPolicy, StoreWriter, open_store
-from exporters.store.segments import (
+from enginescope.collectors.model import Batch, Identity, SignalRow
+from enginescope.store import CompactionPolicy, StoreWriter, open_store
+from enginescope.store.segments import (
     list_segments,
     parse_segment,
     partition_dir,
@@ -19,6 +18,7 @@ from exporters.store.segments import (
     split_visible,
     visible_files,
 )
+from enginescope.views import queries
 
 T0 = datetime(2026, 11, 28, 10, 58, 30, tzinfo=UTC).timestamp()  # spans an hour boundary
 REPLICAS = (Identity("rep-a", engine="sglang", model="m"), Identity("rep-b", engine="vllm", model="m"))

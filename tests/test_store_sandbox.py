@@ -7,8 +7,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from collectors.model import Batch, Identity, SignalRow
-from exporters.store import StoreWriter, open_store
+from enginescope.collectors.model import Batch, Identity, SignalRow
+from enginescope.store import StoreWriter, open_store
 
 
 @pytest.fixture()

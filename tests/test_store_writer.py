@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.model import (
+from enginescope.collectors.model import (
     Batch,
     EventRow,
     GpuRow,
@@ -20,9 +20,9 @@ from collectors.model import (
     SampleRow,
     SignalRow,
 )
-from collectors.quantile import histogram_quantile
-from exporters.store import CompactionPolicy, StoreWriter, open_store
-from exporters.store.segments import list_segments, partition_dir
+from enginescope.collectors.quantile import histogram_quantile
+from enginescope.store import CompactionPolicy, StoreWriter, open_store
+from enginescope.store.segments import list_segments, partition_dir
 
 IDENT = Identity("rep-1", engine="sglang", model="llama", region="us-east", gpu_type="H100")
 T0 = datetime(2026, 11, 28, 10, 0, 5, tzinfo=UTC).timestamp()
@@ -218,7 +218,7 @@ def test_odd_replica_ids_round_trip(tmp_path: Path, replica: str) -> None:
 
 def test_failed_flush_keeps_rows_for_the_next_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A transient write error (full disk, Volume hiccup) must not drop the buffered rows."""
-    from exporters.store import compaction
+    from enginescope.store import compaction
 
     writer = _writer(tmp_path)
     writer.write(_batch(T0, n=3))

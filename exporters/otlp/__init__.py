@@ -1,8 +1,8 @@
 """OpenTelemetry (OTLP) export: settings, Batch -> OTLP mapping, and the async sink."""
 
-from exporters.otlp.config import OtlpConfig, OtlpConfigError, add_otlp_arguments
-from exporters.otlp.mapping import OtlpMapper, build_resource
-from exporters.otlp.sink import OtlpSink, OtlpStats, otlp_sink_from_args, otlp_sink_from_env
+from enginescope.exporters.otlp.config import OtlpConfig, OtlpConfigError, add_otlp_arguments
+from enginescope.exporters.otlp.mapping import OtlpMapper, build_resource
+from enginescope.exporters.otlp.sink import OtlpSink, OtlpStats, otlp_sink_from_args, otlp_sink_from_env
 
 __all__ = [
     "OtlpConfig",

@@ -32,11 +32,21 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from collectors.model import Batch, EventKind, GpuRow, HistogramRow, Identity, Labels, SampleRow, SignalRow
-from exporters.otlp import names as N
-from exporters.otlp.config import NameStyle, OtlpConfig
+from enginescope import __version__
+from enginescope.collectors.model import (
+    Batch,
+    EventKind,
+    GpuRow,
+    HistogramRow,
+    Identity,
+    Labels,
+    SampleRow,
+    SignalRow,
+)
+from enginescope.exporters.otlp import names as N
+from enginescope.exporters.otlp.config import NameStyle, OtlpConfig
 
-SCOPE = InstrumentationScope("enginescope", "0.1.0")
+SCOPE = InstrumentationScope("enginescope", __version__)
 NS_PER_S = 1_000_000_000
 Attrs = tuple[tuple[str, str], ...]
 SeriesKey = tuple[str, Attrs]

@@ -19,11 +19,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from collectors.model import Batch, Identity, SampleRow
-from exporters.otlp.backlog import Backlog, Entry, encode_entry, request_body
-from exporters.otlp.config import OtlpConfig
-from exporters.otlp.mapping import OtlpMapper
-from exporters.otlp.transport import Outcome, SendResult, Transport, make_transport
+from enginescope.collectors.model import Batch, Identity, SampleRow
+from enginescope.exporters.otlp.backlog import Backlog, Entry, encode_entry, request_body
+from enginescope.exporters.otlp.config import OtlpConfig
+from enginescope.exporters.otlp.mapping import OtlpMapper
+from enginescope.exporters.otlp.transport import Outcome, SendResult, Transport, make_transport
 
 log = logging.getLogger(__name__)
 

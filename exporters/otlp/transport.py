@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 
-from exporters.otlp.config import OtlpConfig, Protocol
+from enginescope.exporters.otlp.config import OtlpConfig, Protocol
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The one query module shared by the dashboard and ``enginescope query`` presets.
 
-Every query reads the store's DuckDB views (``exporters.store.open_store``) and takes
+Every query reads the store's DuckDB views (``enginescope.store.open_store``) and takes
 DuckDB named parameters (``$t0``...). User input is only ever bound, never formatted
 into SQL. Latency quantiles are computed from bucket counts summed element-wise per
 time bucket (and per replica when asked), then ``histogram_quantile`` — never from

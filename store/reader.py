@@ -32,8 +32,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from exporters.store import macros, schema
-from exporters.store.segments import hour_span, rollup_covers, visible_files
+from enginescope.store import macros, schema
+from enginescope.store.segments import hour_span, rollup_covers, visible_files
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ _ANCHOR_REPLICA = "__anchor__"
 
 def open_store(store_dir: str | Path, sandbox: bool = False) -> duckdb.DuckDBPyConnection:
     """Connection with views ``samples``, ``histograms``, ``histograms_1m``, ``signals``,
-    ``events``, ``gpu``, ``requests``, ``bench`` and the SQL macros of ``exporters.store.macros``.
+    ``events``, ``gpu``, ``requests``, ``bench`` and the SQL macros of ``enginescope.store.macros``.
 
     ``sandbox=True`` is for untrusted ad-hoc SQL: files are read through a read-only
     filesystem rooted at the store, the local filesystem is disabled and the configuration
@@ -78,7 +78,7 @@ def open_store(store_dir: str | Path, sandbox: bool = False) -> duckdb.DuckDBPyC
     con.execute("SET TimeZone = 'UTC'")
     prefix, anchor_prefix = str(store), str(anchors)
     if sandbox:
-        from exporters.store.sandbox import mount_read_only
+        from enginescope.store.sandbox import mount_read_only
 
         prefix, anchor_prefix = mount_read_only(con, store, anchors)
 
@@ -128,7 +128,7 @@ def open_store(store_dir: str | Path, sandbox: bool = False) -> duckdb.DuckDBPyC
     macros.register(con)
     creating = False
     if sandbox:
-        from exporters.store.sandbox import lock_down
+        from enginescope.store.sandbox import lock_down
 
         lock_down(con)
     return con

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from exporters.store.rollups import SOURCE_OF, resum
-from exporters.store.segments import (
+from enginescope.store.rollups import SOURCE_OF, resum
+from enginescope.store.segments import (
     TMP_PREFIX,
     Segment,
     list_segments,

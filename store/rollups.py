@@ -23,9 +23,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collectors.model import HistogramRow, Identity
-from exporters.store.schema import IDENTITY_COLUMNS, labels_json, ts_us
-from exporters.store.schema import SIGNALS_1M as SIGNALS_1M_SCHEMA
+from enginescope.collectors.model import HistogramRow, Identity
+from enginescope.store.schema import IDENTITY_COLUMNS, labels_json, ts_us
+from enginescope.store.schema import SIGNALS_1M as SIGNALS_1M_SCHEMA
 
 HISTOGRAMS_1M = "histograms_1m"
 SIGNALS_1M = "signals_1m"

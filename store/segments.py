@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from exporters.store.rollups import SOURCE_OF
+from enginescope.store.rollups import SOURCE_OF
 
 SEGMENT_RE = re.compile(r"^h(\d{2})(?:-(\d{2}))?_(\d{16})_(\d{16})\.parquet$")
 TMP_PREFIX = ".tmp-"

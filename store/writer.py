@@ -18,10 +18,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from collectors.model import Batch, Identity
-from exporters.store import compaction, rollups, schema
-from exporters.store.compaction import CompactionPolicy, CompactionStats
-from exporters.store.segments import (
+from enginescope.collectors.model import Batch, Identity
+from enginescope.store import compaction, rollups, schema
+from enginescope.store.compaction import CompactionPolicy, CompactionStats
+from enginescope.store.segments import (
     list_segments,
     partition_dir,
     replica_dirname,

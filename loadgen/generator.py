@@ -3,7 +3,7 @@
 Works against the simulated engines and any real OpenAI-compatible endpoint. Arrivals follow
 a time-varying Poisson process (``Poisson``, ``Step``, ``Spike``, ``Diurnal`` or a
 ``Schedule`` of them), prompt/output lengths a lognormal ShareGPT-like mix. Requests go
-through a :class:`simfleet.router.Router`, optionally under a concurrency cap, are retried on
+through a :class:`enginescope.loadgen.router.Router`, optionally under a concurrency cap, are retried on
 another replica when a connection fails, and each one is recorded client-side (TTFT, every
 inter-token gap, end-to-end latency) as a :class:`RequestResult`.
 """
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from simfleet.openai_client import ClientError, OpenAIRequest, send_request
-from simfleet.router import Lease, NoBackendError, Router
+from enginescope.loadgen.openai_client import ClientError, OpenAIRequest, send_request
+from enginescope.loadgen.router import Lease, NoBackendError, Router
 
 # ---------------------------------------------------------------------------------------
 # Arrival patterns: rate_at(t_s) in requests/s, t_s = seconds since the run started.

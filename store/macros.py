@@ -1,6 +1,6 @@
 """SQL macros and derived views registered on every store connection.
 
-``histogram_quantile(q, bounds, counts)`` is ``collectors.quantile.histogram_quantile`` in SQL
+``histogram_quantile(q, bounds, counts)`` is ``enginescope.collectors.quantile.histogram_quantile`` in SQL
 (PromQL linear interpolation over cumulative ``le`` buckets), except that "no observations"
 (and a NaN ``q``) give NULL instead of NaN, so charts and aggregates skip them.
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from collectors.model import (
+from enginescope.collectors.model import (
     EventRow,
     GpuRow,
     HistogramRow,

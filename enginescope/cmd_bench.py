@@ -134,14 +134,10 @@ async def _scrape(url: str) -> dict[str, BUCKETS]:
 
 
 def client_row(results: list[Any], duration_s: float) -> dict[str, float]:
-    from enginescope.loadgen.generator import percentile
+    from enginescope.loadgen.generator import latency_series, percentile
 
     done = [r for r in results if r.ok]
-    series = {
-        "ttft": [r.ttft_s for r in done if r.ttft_s is not None],
-        "itl": [gap for r in done for gap in r.itl_s],
-        "e2e": [r.e2e_s for r in done if r.e2e_s is not None],
-    }
+    series = latency_series(done)
     row: dict[str, float] = {
         "requests": float(len(results)),
         "ok": float(len(done)),

@@ -364,14 +364,19 @@ def percentile(values: list[float], q: float) -> float:
 QUANTILES = (0.5, 0.95, 0.99)
 
 
+def latency_series(done: list[RequestResult]) -> dict[str, list[float]]:
+    """Client-side latencies (s) of finished requests: TTFT, every inter-token gap, e2e."""
+    return {
+        "ttft": [r.ttft_s for r in done if r.ttft_s is not None],
+        "itl": [gap for r in done for gap in r.itl_s],
+        "e2e": [r.e2e_s for r in done if r.e2e_s is not None],
+    }
+
+
 def summarize(results: list[RequestResult]) -> dict[str, object]:
     """Counts plus p50/p95/p99 of TTFT, ITL (every gap of every request) and e2e, in seconds."""
     done = [r for r in results if r.ok]
-    series = {
-        "ttft_s": [r.ttft_s for r in done if r.ttft_s is not None],
-        "itl_s": [gap for r in done for gap in r.itl_s],
-        "e2e_s": [r.e2e_s for r in done if r.e2e_s is not None],
-    }
+    series = {f"{name}_s": values for name, values in latency_series(done).items()}
     summary: dict[str, object] = {
         "requests": len(results),
         "ok": len(done),

@@ -61,7 +61,12 @@ while time.monotonic() < deadline:
     sync()
 """
 
-SLOWDOWN_FLAGS = ("throttle_power_cap", "throttle_thermal", "throttle_hw_slowdown", "throttle_power_brake")
+SLOWDOWN_FLAGS = (
+    "throttle_sw_power_cap",
+    "throttle_thermal",
+    "throttle_hw_slowdown",
+    "throttle_hw_power_brake",
+)
 Sample = tuple[str, float, dict[str, Any]]  # (phase, t_s, GpuRow.fields) for one GPU
 
 

@@ -27,28 +27,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from enginescope.collectors.model import Labels
+from enginescope.collectors.signals import Kind, names
 
-HISTOGRAM_SIGNALS = ("ttft_seconds", "itl_seconds", "tpot_seconds", "e2e_seconds", "queue_time_seconds")
-GAUGE_SIGNALS = (
-    "queue_depth",
-    "running_requests",
-    "kv_usage_ratio",
-    "cache_hit_ratio",
-    "spec_accept_length",
-    "spec_accept_rate",
-    "gen_throughput_tps",
-    "startup_seconds",
-    "weight_load_seconds",
-    "engine_up",
-)
-COUNTER_SIGNALS = (
-    "prompt_tokens",
-    "generation_tokens",
-    "requests_finished",
-    "requests_aborted",
-    "retractions",
-    "cached_tokens",
-)
+# Signal tuples by kind, from the one registry (collectors/signals.py).
+HISTOGRAM_SIGNALS = names(Kind.HISTOGRAM)
+GAUGE_SIGNALS = names(Kind.GAUGE)
+COUNTER_SIGNALS = names(Kind.COUNTER)
 ENGINES = ("sglang", "vllm")
 REPLICA_LABELS = frozenset({"tp_rank", "pp_rank", "moe_ep_rank", "attn_tp_rank", "attn_cp_rank", "pid"})
 

@@ -17,6 +17,7 @@ from typing import Any
 import pynvml
 
 from enginescope.collectors.model import SignalRow
+from enginescope.collectors.signals import SLOWDOWN_MASK, THROTTLE_REASONS, throttle_names
 
 Value = float | int | str | bool | None
 
@@ -38,34 +39,15 @@ class FieldReader:
     fallback: FieldReader | None = None
 
 
-# Clock-event ("throttle") reason bits -> our boolean columns. Bit values are NVML ABI.
-THROTTLE_FLAG_BITS: tuple[tuple[str, int], ...] = (
-    ("throttle_gpu_idle", pynvml.nvmlClocksEventReasonGpuIdle),
-    ("throttle_app_clocks", pynvml.nvmlClocksEventReasonApplicationsClocksSetting),
-    ("throttle_power_cap", pynvml.nvmlClocksEventReasonSwPowerCap),
-    ("throttle_hw_slowdown", pynvml.nvmlClocksEventReasonHwSlowdown),
-    ("throttle_sync_boost", pynvml.nvmlClocksEventReasonSyncBoost),
-    ("throttle_sw_thermal", pynvml.nvmlClocksEventReasonSwThermalSlowdown),
-    ("throttle_hw_thermal", pynvml.nvmlClocksEventReasonHwThermalSlowdown),
-    ("throttle_power_brake", pynvml.nvmlClocksEventReasonHwPowerBrakeSlowdown),
-    ("throttle_display_clock", pynvml.nvmlClocksEventReasonDisplayClockSetting),
-)
+# Clock-event ("throttle") reason bits -> boolean columns ``throttle_<reason>`` (registry names).
+THROTTLE_FLAG_BITS: tuple[tuple[str, int], ...] = tuple((r.column, r.bit) for r in THROTTLE_REASONS)
 THERMAL_MASK = pynvml.nvmlClocksEventReasonSwThermalSlowdown | pynvml.nvmlClocksEventReasonHwThermalSlowdown
-# Reasons that mean "held back by power, heat or a hardware slowdown" (the contract's
-# gpu_throttled). Idle, app/display-clock and sync-boost reasons are excluded: they follow
-# load or configuration, and flipping with load would flood gpu_throttle events.
-SLOWDOWN_MASK = (
-    pynvml.nvmlClocksEventReasonSwPowerCap
-    | pynvml.nvmlClocksEventReasonHwSlowdown
-    | THERMAL_MASK
-    | pynvml.nvmlClocksEventReasonHwPowerBrakeSlowdown
-)
 REASON_COLUMNS = ("clock_event_reasons", *(c for c, _ in THROTTLE_FLAG_BITS), "throttle_thermal")
 
 
 def reason_names(mask: int) -> list[str]:
-    """Names of the slowdown reasons set in ``mask`` (column names without ``throttle_``)."""
-    return [col.removeprefix("throttle_") for col, bit in THROTTLE_FLAG_BITS if mask & bit & SLOWDOWN_MASK]
+    """Names of the slowdown reasons set in ``mask`` (the registry's spelling)."""
+    return throttle_names(mask)
 
 
 def decode_reasons(mask: int) -> tuple[Value, ...]:

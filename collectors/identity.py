@@ -11,6 +11,19 @@ from pathlib import Path
 
 from enginescope.collectors.model import Identity
 
+# Fleet watchers (simfleet's autoscaler, deploy's Modal watcher) write fleet-level events and
+# signals under a pseudo-replica "fleet" or "fleet-<app>"; replica counts and lists exclude it.
+FLEET_REPLICA = "fleet"
+
+
+def fleet_replica(app_name: str | None = None) -> str:
+    return f"{FLEET_REPLICA}-{app_name}" if app_name else FLEET_REPLICA
+
+
+def is_fleet_replica(replica: str) -> bool:
+    return replica == FLEET_REPLICA or replica.startswith(FLEET_REPLICA + "-")
+
+
 _MODAL_ENV = {
     "replica": "MODAL_TASK_ID",
     "region": "MODAL_REGION",

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from enginescope.collectors.identity import fleet_replica
 from enginescope.collectors.model import Batch, EventKind, EventRow, Identity, SignalRow
 from enginescope.recipes.schema import Recipe
 
 log = logging.getLogger(__name__)
 
-FLEET_REPLICA_PREFIX = "fleet"
 POLL_INTERVAL_S = 5.0
 WINDOW_S = 50.0  # one scheduled run (every 60 s) polls for this long
 
@@ -166,7 +166,7 @@ class FleetWatcher:
 def fleet_identity(recipe: Recipe, app_name: str) -> Identity:
     region = recipe.regions[0] if recipe.regions else ""
     return Identity(
-        replica=f"{FLEET_REPLICA_PREFIX}-{app_name}", engine=recipe.engine.name, model=recipe.model.served_name,
+        replica=fleet_replica(app_name), engine=recipe.engine.name, model=recipe.model.served_name,
         region=region, gpu_type=recipe.gpu.type.rstrip("!+"), app=app_name,
     )  # fmt: skip
 

@@ -27,6 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from enginescope.collectors.identity import FLEET_REPLICA
 from enginescope.collectors.model import Batch, EventKind, EventRow, Identity
 from enginescope.loadgen.openai_client import http_request
 from enginescope.loadgen.router import Router
@@ -176,7 +177,7 @@ class Fleet:
 
         profile = self.config.profile
         identity = Identity(
-            replica="fleet", engine="sglang", model=profile.model_name, gpu_type=profile.gpu_type
+            replica=FLEET_REPLICA, engine="sglang", model=profile.model_name, gpu_type=profile.gpu_type
         )
         return StoreWriter(self.config.store_dir, identity, flush_interval_s=1.0)
 

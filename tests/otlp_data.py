@@ -59,7 +59,7 @@ def batches(n: int, seed: int = 7, t0_s: float = T0_S) -> list[Batch]:
                             "fb_used_bytes": 70e9,
                             "fb_total_bytes": 80e9,
                             "clock_event_reasons": 0x4 if i % 2 else 0,
-                            "throttle_power_cap": bool(i % 2),
+                            "throttle_sw_power_cap": bool(i % 2),
                         },
                     )  # fmt: skip
                 ],

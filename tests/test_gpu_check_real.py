@@ -120,7 +120,7 @@ def test_main_without_a_driver_exits_2_and_writes_json(tmp_path: Path) -> None:
 
 def test_clock_below_idle_passes_only_when_a_slowdown_reason_explains_it() -> None:
     def sample(phase: str, sm: int, capped: bool) -> tuple:
-        return (phase, 0.0, {"sm_clock_mhz": sm, "sm_clock_max_mhz": 1980, "throttle_power_cap": capped})
+        return (phase, 0.0, {"sm_clock_mhz": sm, "sm_clock_max_mhz": 1980, "throttle_sw_power_cap": capped})
 
     boosted_idle = [sample("idle", 1980, False)]
     capped = check.analyze(boosted_idle + [sample("load", 1600, True)])["checks"]["sm_clock"]

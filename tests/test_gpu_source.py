@@ -108,7 +108,7 @@ def test_rows_carry_every_column_with_units_converted() -> None:
     assert (row["persistence_mode"], row["compute_mode"]) == (1, pynvml.NVML_COMPUTEMODE_DEFAULT)
     assert (
         row["clock_event_reasons"] == 0
-        and row["throttle_power_cap"] is False
+        and row["throttle_sw_power_cap"] is False
         and row["throttle_thermal"] is False
     )
     assert row["fan_pct"] is None and row["xid_last"] is None
@@ -238,14 +238,14 @@ def test_throttle_reason_changes_emit_events() -> None:
     sim.set_power_limit_w(0, 400.0)
     capped = poll(clock, source)
     assert kinds(capped) == [EventKind.GPU_THROTTLE]
-    assert capped.events[0].detail.endswith(": power_cap (was none)")
-    assert capped.gpu[0].fields["throttle_power_cap"] is True and capped.gpu[0].fields["power_w"] == 400.0
+    assert capped.events[0].detail.endswith(": sw_power_cap (was none)")
+    assert capped.gpu[0].fields["throttle_sw_power_cap"] is True and capped.gpu[0].fields["power_w"] == 400.0
     assert signals(capped)["gpu_throttled"] == 1.0
     assert not poll(clock, source).events  # unchanged reasons: no new event
     sim.set_power_limit_w(0, 700.0)
     sim.set_cooling_failure(0)
     details = [e.detail for _ in range(300) for e in poll(clock, source).events]
-    assert details[0].endswith(": none (was power_cap)")
+    assert details[0].endswith(": none (was sw_power_cap)")
     assert any(d.endswith(": hw_thermal (was none)") for d in details)
     hot = poll(clock, source).gpu[0].fields
     assert hot["throttle_hw_thermal"] is True and hot["throttle_thermal"] is True
@@ -314,7 +314,7 @@ def test_older_driver_uses_the_legacy_calls_without_losing_columns(caplog: pytes
     with caplog.at_level(logging.INFO, logger="enginescope.collectors.gpu"):
         rows = [poll(clock, source).gpu[0].fields for _ in range(3)]
     assert rows[-1]["temperature_c"] == sim.nvmlDeviceGetTemperature(sim.nvmlDeviceGetHandleByIndex(0), 0)
-    assert rows[-1]["throttle_power_cap"] is True
+    assert rows[-1]["throttle_sw_power_cap"] is True
     assert counting.calls["nvmlDeviceGetTemperatureV"] == 1  # tried once, then the legacy call
     assert counting.calls["nvmlDeviceGetCurrentClocksThrottleReasons"] == 3
     logged = " ".join(r.getMessage() for r in caplog.records)

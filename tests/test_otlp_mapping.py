@@ -173,7 +173,7 @@ def test_gpu_energy_counter_and_clock_event_reasons():
     assert [p.value for p in energy] == [1500.0, 1500.0] and energy[0].unit == "J"
     reasons = {p.attributes["enginescope.gpu.clock_event.reason"]: p.value
                for p in named(delta[1], "enginescope.gpu.clock_event.active")}  # fmt: skip
-    assert reasons["sw_power_cap"] == 1.0 and reasons["hw_thermal_slowdown"] == 0.0
+    assert reasons["sw_power_cap"] == 1.0 and reasons["hw_thermal"] == 0.0
     # a GPU energy counter that goes backwards (driver reload) never yields a negative delta
     reset = dataclasses.replace(fed[2], gpu=[GpuRow(fed[2].gpu[0].ts_s + 5, "GPU-aaaa", {"energy_j": 10.0})])
     last = run([*fed, reset], temporality=Temporality.DELTA)[-1]

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from enginescope.collectors.signals import THROTTLE_REASONS
+
 
 class Kind(StrEnum):
     GAUGE = "gauge"
@@ -97,18 +99,8 @@ GPU_FIELDS: tuple[tuple[tuple[str, ...], OtelName], ...] = (
 GPU_REASONS_FIELDS = ("clocks_event_reasons", "clock_event_reasons", "throttle_reasons")
 GPU_REASON = OtelName("enginescope.gpu.clock_event.active", "1", G)
 GPU_REASON_ATTR = "enginescope.gpu.clock_event.reason"
-# nvmlDeviceGetCurrentClocksEventReasons bits (gpu-otel.md §2).
-CLOCK_EVENT_REASONS: dict[int, str] = {
-    0x1: "gpu_idle",
-    0x2: "applications_clocks_setting",
-    0x4: "sw_power_cap",
-    0x8: "hw_slowdown",
-    0x10: "sync_boost",
-    0x20: "sw_thermal_slowdown",
-    0x40: "hw_thermal_slowdown",
-    0x80: "hw_power_brake_slowdown",
-    0x100: "display_clock_setting",
-}
+# nvmlDeviceGetCurrentClocksEventReasons bits (gpu-otel.md §2), named as the registry names them.
+CLOCK_EVENT_REASONS: dict[int, str] = {r.bit: r.name for r in THROTTLE_REASONS}
 # Fields that identify a GPU rather than measure it.
 GPU_IDENTITY_FIELDS = frozenset(
     {"gpu_index", "index", "name", "gpu_name", "uuid", "pci_bus_id", "driver_version"}

@@ -1,0 +1,73 @@
+"""The vocabulary registry is the one source: every consumer's table agrees with it."""
+
+from __future__ import annotations
+
+import pynvml
+import pytest
+
+from enginescope.collectors import catalog, gpu_events, gpu_fields, signals
+from enginescope.collectors.signals import THROTTLE_REASONS, Kind, Scope
+from enginescope.exporters.otlp import names as otlp_names
+
+
+def test_throttle_bits_are_nvml_abi() -> None:
+    nvml_bits = {
+        "gpu_idle": pynvml.nvmlClocksEventReasonGpuIdle,
+        "app_clocks": pynvml.nvmlClocksEventReasonApplicationsClocksSetting,
+        "sw_power_cap": pynvml.nvmlClocksEventReasonSwPowerCap,
+        "hw_slowdown": pynvml.nvmlClocksEventReasonHwSlowdown,
+        "sync_boost": pynvml.nvmlClocksEventReasonSyncBoost,
+        "sw_thermal": pynvml.nvmlClocksEventReasonSwThermalSlowdown,
+        "hw_thermal": pynvml.nvmlClocksEventReasonHwThermalSlowdown,
+        "hw_power_brake": pynvml.nvmlClocksEventReasonHwPowerBrakeSlowdown,
+        "display_clock": pynvml.nvmlClocksEventReasonDisplayClockSetting,
+    }
+    assert {r.name: r.bit for r in THROTTLE_REASONS} == nvml_bits
+
+
+@pytest.mark.parametrize("reason", [r for r in THROTTLE_REASONS if r.slowdown], ids=lambda r: r.name)
+def test_one_name_per_throttle_bit(reason: signals.ThrottleReason) -> None:
+    """Column, gpu_throttle event detail and OTLP attribute spell a reason the same way."""
+    assert reason.column in gpu_fields.REASON_COLUMNS
+    decoded = dict(zip(gpu_fields.REASON_COLUMNS, gpu_fields.decode_reasons(reason.bit), strict=True))
+    assert decoded[reason.column] is True
+    assert gpu_fields.reason_names(reason.bit) == [reason.name]
+    assert otlp_names.CLOCK_EVENT_REASONS[reason.bit] == reason.name
+    assert gpu_events.SLOWDOWN_MASK == signals.SLOWDOWN_MASK
+
+
+def test_catalog_signal_tuples_come_from_registry() -> None:
+    assert catalog.HISTOGRAM_SIGNALS == signals.names(Kind.HISTOGRAM)
+    assert catalog.GAUGE_SIGNALS == signals.names(Kind.GAUGE)
+    assert catalog.COUNTER_SIGNALS == signals.names(Kind.COUNTER)
+
+
+def test_every_catalog_rule_names_a_registered_signal() -> None:
+    for engine in catalog.ENGINES:
+        for rule in catalog.catalog_for(engine).rules:
+            assert signals.SIGNALS[rule.signal].scope == Scope.ENGINE, rule
+
+
+def test_gpu_aggregates_are_registered() -> None:
+    rows = [{"power_w": 300.0, "temperature_c": 60, "utilization_pct": 50, "sm_clock_mhz": 1980,
+             "memory_used_bytes": 10, "clock_event_reasons": 0}]  # fmt: skip
+    produced = {row.signal for row in gpu_fields.replica_signals(0.0, 1.0, rows)}
+    assert produced and produced <= set(signals.names(Kind.GAUGE, Scope.GPU))
+
+
+def test_slo_keys_map_to_histogram_signals() -> None:
+    for slo in signals.SLOS:
+        assert signals.SIGNALS[slo.signal].kind == Kind.HISTOGRAM
+        assert slo.key == f"{slo.signal.split('_')[0]}_{signals.quantile_label(slo.quantile)}_s"
+
+
+def test_unknown_signal_error_names_it() -> None:
+    with pytest.raises(KeyError, match="nope"):
+        signals.signal("nope")
+
+
+def test_fleet_pseudo_replicas_are_recognised() -> None:
+    from enginescope.collectors.identity import fleet_replica, is_fleet_replica
+
+    assert is_fleet_replica(fleet_replica()) and is_fleet_replica(fleet_replica("llama"))
+    assert not is_fleet_replica("ta-01JABC") and not is_fleet_replica("fleetwood")

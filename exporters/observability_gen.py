@@ -16,7 +16,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from enginescope.exporters.prom_endpoint import canonical_name
+from enginescope.exporters.prom_names import EVENTS
+from enginescope.exporters.prom_names import prom_name as canonical_name
 from enginescope.recipes.schema import Recipe, load_recipe
 from enginescope.views.panels import INCIDENT_PANELS, MARKER_EVENT_KINDS, SLO_KEYS, Panel, PanelKind
 
@@ -156,7 +157,7 @@ def _variables(slo_recipe: Recipe | None) -> list[dict]:
 def _events_annotation() -> dict:
     kinds = "|".join(MARKER_EVENT_KINDS)
     expr = (
-        f"sum by (kind, replica) (increase({canonical_name('events')}_total"
+        f"sum by (kind, replica) (increase({EVENTS.name}_total"
         f'{{kind=~"{kinds}", {FILTER}}}[$__interval])) > 0'
     )
     return {
@@ -192,7 +193,7 @@ def _grafana_panel(index: int, panel: Panel, grid_pos: dict) -> dict:
         "targets": targets,
         "fieldConfig": {
             "defaults": {
-                "unit": GRAFANA_UNITS.get(panel.unit, f"suffix: {panel.unit}"),
+                "unit": grafana_unit(panel),
                 "custom": {
                     "axisLabel": panel.axis_title,
                     "drawStyle": "line",
@@ -204,6 +205,19 @@ def _grafana_panel(index: int, panel: Panel, grid_pos: dict) -> dict:
         },
         "options": {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}},
     }
+
+
+# Prometheus base-unit suffix of the served name -> Grafana unit id (values are base units).
+_SUFFIX_GRAFANA = {"_ratio": "percentunit", "_hertz": "hertz", "_watts": "watt", "_celsius": "celsius",
+                   "_seconds": "s", "_bytes": "bytes"}  # fmt: skip
+
+
+def grafana_unit(panel: Panel) -> str:
+    name = canonical_name(panel.signals[0])
+    for suffix, unit in _SUFFIX_GRAFANA.items():
+        if name.endswith(suffix):
+            return unit
+    return GRAFANA_UNITS.get(panel.unit, f"suffix: {panel.unit}")
 
 
 def _slo_override() -> dict:
@@ -248,11 +262,11 @@ def _recipe_group(recipe: Recipe) -> list[str]:
          "queue depth keeps growing on {{ $labels.replica }}"),
         ("ReplicaFlapping",
          f"changes({canonical_name('engine_up')}{{{model}}}[30m]) >= 4 or "
-         f"increase({canonical_name('events')}_total{{kind=\"engine_restart\", {model}}}[30m]) >= 3",
+         f"increase({EVENTS.name}_total{{kind=\"engine_restart\", {model}}}[30m]) >= 3",
          "0m", "page", "{{ $labels.replica }} went up/down repeatedly in 30 minutes"),
         ("GpuThrottling", f"avg_over_time({canonical_name('gpu_throttled')}{{{model}}}[10m]) > 0.5", "10m", "warn",
          "GPUs of {{ $labels.replica }} are held back by power/thermal/HW slowdown"),
-        ("GpuXid", f"increase({canonical_name('events')}_total{{kind=\"gpu_xid\", {model}}}[10m]) > 0", "0m", "page",
+        ("GpuXid", f"increase({EVENTS.name}_total{{kind=\"gpu_xid\", {model}}}[10m]) > 0", "0m", "page",
          "XID error on {{ $labels.replica }}"),
     ]  # fmt: skip
     out = [f"  - name: enginescope-{recipe.name}", "    rules:"]
@@ -276,14 +290,14 @@ def _yaml_str(text: str) -> str:
 
 def scrape_config() -> str:
     return f"""# {HEADER}
-# Scrape the sidecar's Prometheus endpoint (`enginescope sidecar --prom-listen 127.0.0.1:9400`).
+# Scrape the sidecar's Prometheus endpoint (`enginescope sidecar --prom-listen 127.0.0.1:19400`).
 # The endpoint listens on 127.0.0.1 unless the sidecar is told to bind elsewhere.
 scrape_configs:
   - job_name: enginescope
     scrape_interval: 15s          # the sidecar accumulates between scrapes; any interval works
     honor_labels: true            # keep the sidecar's replica/model/region labels as they are
     static_configs:
-      - targets: ["127.0.0.1:9400"]
+      - targets: ["127.0.0.1:19400"]
 rule_files:
   - prometheus-alerts.yml
 """

@@ -15,6 +15,7 @@ from enginescope.cli import main
 from enginescope.collectors.model import Identity
 from enginescope.exporters.observability_gen import DEFAULT_OUT_DIR, generate_all, load_recipes, stale_files
 from enginescope.exporters.prom_endpoint import PromEndpointSink
+from enginescope.exporters.prom_names import prom_name
 from enginescope.views.panels import INCIDENT_PANELS
 from tests.otlp_data import full_batch
 
@@ -30,11 +31,13 @@ def test_check_flag_detects_an_edited_file(tmp_path, capsys):
     assert main(["generate-configs", "--out", str(tmp_path)]) == 0
     assert main(["generate-configs", "--out", str(tmp_path), "--check"]) == 0
     (tmp_path / "grafana-dashboard.json").write_text("{}")
+    capsys.readouterr()
     assert main(["generate-configs", "--out", str(tmp_path), "--check"]) == 1
-    assert (
-        "stale:" in capsys.readouterr().out
-        and "grafana-dashboard.json" in capsys.readouterr().out + "grafana-dashboard.json"
-    )
+    out = capsys.readouterr().out
+    stale_lines = [line for line in out.splitlines() if line.startswith("stale:")]
+    assert stale_lines == [
+        f"stale: {tmp_path / 'grafana-dashboard.json'} (run `enginescope generate-configs`)"
+    ]
 
 
 def test_dashboard_mirrors_the_incident_panels():
@@ -45,7 +48,7 @@ def test_dashboard_mirrors_the_incident_panels():
     assert units["TTFT"] == "s" and units["GPU power"] == "watt" and units["KV cache usage"] == "percentunit"
     for panel, spec in zip(panels, INCIDENT_PANELS, strict=True):
         exprs = " ".join(t["expr"] for t in panel["targets"])
-        assert all(f"enginescope_{s}" in exprs for s in spec.signals), panel["title"]
+        assert all(prom_name(s) in exprs for s in spec.signals), panel["title"]
         if spec.kind == "latency":  # quantiles from summed bucket rates, never averaged percentiles
             assert all(
                 re.fullmatch(r"histogram_quantile\([0-9.]+, sum by \(le\) \(rate\(\w+_bucket\{.*\}\[\$__rate_interval\]\)\)\)", t["expr"])

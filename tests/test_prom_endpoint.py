@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import re
@@ -12,7 +13,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from enginescope.collectors.model import Batch, SampleRow, SignalRow
+from enginescope.collectors.model import Batch, EventKind, GpuRow, SampleRow, SignalRow
 from enginescope.exporters.prom_endpoint import PromEndpointSink
 from tests.otlp_data import IDENTITY, TTFT_BOUNDS, batches, full_batch, ttft_row
 
@@ -244,3 +245,80 @@ def test_promtool_check_metrics_is_clean_on_a_real_sidecar_exposition(tmp_path):
     # start with an engine name.
     assert findings and all(f.startswith(("sglang:", "vllm:")) for f in findings[:1])
     assert [f for f in findings if not f.startswith(("sglang:", "vllm:"))] == []
+
+
+# --- staleness and cardinality --------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def _gauge(identity, value: float, **labels: str) -> Batch:
+    return Batch(
+        identity, signals=[SignalRow(100.0, "queue_depth", value, 5.0, tuple(sorted(labels.items())))]
+    )
+
+
+def test_a_series_not_seen_for_the_ttl_leaves():
+    clock = FakeClock()
+    sink = PromEndpointSink(port=0, ttl_s=30.0, clock=clock)
+    try:
+        sink.write(_gauge(IDENTITY, 1.0, rank="0"))
+        sink.write(_gauge(IDENTITY, 2.0, rank="1"))
+        clock.now_s += 20
+        sink.write(_gauge(IDENTITY, 3.0, rank="1"))  # rank 0 went away
+        clock.now_s += 15
+        _, samples = scrape(sink)
+        assert {dict(k[1])["rank"]: v for k, v in series(samples, "enginescope_queue_depth").items()} == {
+            "1": 3.0
+        }
+    finally:
+        sink.close()
+
+
+def test_every_engine_series_of_a_down_engine_leaves_but_gpu_and_events_stay(sink):
+    other = dataclasses.replace(IDENTITY, replica="ta-other")
+    sink.write(engine_batch())
+    sink.write(full_batch(other, 100.0, random.Random(5)))
+    down = Batch(IDENTITY, signals=[SignalRow(105.0, "engine_up", 0.0, 5.0)],
+                 gpu=[GpuRow(105.0, "GPU-aaaa", {"gpu_index": 0, "power_w": 80.0})])  # fmt: skip
+    sink.write(down)
+    _, samples = scrape(sink)
+    mine = {k[0] for k in samples if dict(k[1]).get("replica") == IDENTITY.replica}
+    gpu = {n for n in mine if n.startswith("enginescope_gpu_")}  # the GPUs still report
+    assert "enginescope_gpu_device_power_watts" in gpu
+    assert mine - gpu == {"enginescope_engine_up", "enginescope_events_total"}
+    assert list(series(samples, "enginescope_engine_up", replica=IDENTITY.replica).values()) == [0.0]
+    theirs = {k[0] for k in samples if dict(k[1]).get("replica") == "ta-other"}
+    assert "enginescope_ttft_seconds_bucket" in theirs and "enginescope_queue_depth" in theirs
+
+
+def test_model_label_arriving_late_leaves_no_frozen_copy(sink):
+    early = dataclasses.replace(IDENTITY, model="")
+    sink.write(full_batch(early, 100.0, random.Random(6)))
+    sink.write(full_batch(IDENTITY, 105.0, random.Random(7)))
+    _, samples = scrape(sink)
+    models = {dict(k[1]).get("model") for k in samples if "replica" in dict(k[1])}
+    assert models == {IDENTITY.model}
+    assert len(series(samples, "enginescope_engine_up")) == 1  # "replicas up" counts 1, not 2
+
+
+def test_series_beyond_the_cap_fold_into_an_overflow_series():
+    sink = PromEndpointSink(port=0, max_series=40)
+    try:
+        for pid in range(100):
+            sink.write(_gauge(IDENTITY, float(pid), pid=str(pid)))
+        _, samples = scrape(sink)
+    finally:
+        sink.close()
+    queue = series(samples, "enginescope_queue_depth")
+    overflow = [v for k, v in queue.items() if dict(k[1]).get("otel_metric_overflow") == "true"]
+    assert overflow == [99.0]
+    live = samples[("enginescope_endpoint_series", ())]
+    folded = samples[("enginescope_endpoint_series_folded_total", ())]
+    assert live <= 40 + 1 and live + folded == 100 + len(EventKind) + 1

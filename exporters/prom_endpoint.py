@@ -182,6 +182,8 @@ class PromEndpointSink:
         series = self._table.get(name, kind, help_text, origin, _merge_labels(base, extra), suffix)
         if series is None:
             return
+        if accumulate and not series.served:
+            series.unserved += value  # see Series.unserved
         series.value = series.value + value if accumulate else value
 
     def _init_events(self, base: dict[str, str]) -> None:

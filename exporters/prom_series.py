@@ -34,6 +34,10 @@ class Series:
     counts: list[float] = field(default_factory=list)
     sum: float = 0.0
     last_seen_s: float = 0.0
+    # Increase written before the series was first served: served as 0 once, so Prometheus'
+    # increase() sees 0 -> n instead of a series that starts at n (which it cannot count).
+    unserved: float = 0.0
+    served: bool = False
 
 
 @dataclass(slots=True)
@@ -110,5 +114,6 @@ class SeriesTable:
                     out.samples.append(Sample("_count", labels, s.counts[-1] if s.counts else 0.0))
                     out.samples.append(Sample("_sum", labels, s.sum))
                 else:
-                    out.samples.append(Sample(family.suffix, labels, s.value))
+                    out.samples.append(Sample(family.suffix, labels, s.value - s.unserved))
+                    s.unserved, s.served = 0.0, True
             yield out

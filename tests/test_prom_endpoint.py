@@ -71,6 +71,7 @@ def test_counters_accumulate_gauges_hold_last_value_and_never_decrease(sink):
     fed[2].signals.append(SignalRow(fed[2].signals[0].ts_s, "generation_tokens", -50.0, 5.0))  # bad input
     for batch in fed:
         sink.write(batch)
+    scrape(sink)  # the first scrape serves new counters at 0 (see the container_started test)
     _, samples = scrape(sink)
     (generated,) = series(samples, "enginescope_generation_tokens_total").values()
     expected = sum(s.value for b in fed for s in b.signals if s.signal == "generation_tokens" and s.value > 0)
@@ -101,6 +102,7 @@ def test_raw_samples_events_and_label_clashes(sink):
         SampleRow(100.0, "sglang:num_queue_reqs", "gauge", (), 7.0),
     ]
     sink.write(batch)
+    scrape(sink)  # new counters are served at 0 first
     _, samples = scrape(sink)
     (raw_counter,) = series(samples, "sglang:prompt_tokens_total").items()
     assert (
@@ -322,3 +324,16 @@ def test_series_beyond_the_cap_fold_into_an_overflow_series():
     live = samples[("enginescope_endpoint_series", ())]
     folded = samples[("enginescope_endpoint_series_folded_total", ())]
     assert live <= 40 + 1 and live + folded == 100 + len(EventKind) + 1
+
+
+def test_an_event_in_the_first_write_of_a_replica_is_served_as_zero_first(sink):
+    """increase() needs a sample before the first event: a new replica's ``container_started``
+    written together with the replica's first batch must still be counted."""
+    from enginescope.collectors.model import EventRow
+
+    sink.write(Batch(IDENTITY, events=[EventRow(100.0, "container_started"), EventRow(100.0, "engine_ready")]))
+    _, first = scrape(sink)
+    _, second = scrape(sink)
+    for kind in ("container_started", "engine_ready"):
+        assert list(series(first, "enginescope_events_total", kind=kind).values()) == [0.0]
+        assert list(series(second, "enginescope_events_total", kind=kind).values()) == [1.0]

@@ -38,7 +38,8 @@ def grafana_unit(panel: Panel, dialect: Dialect) -> str:
 
 def grafana_dashboard(slo_recipe: Recipe | None, dialect: Dialect, header: str) -> dict:
     layout = _layout(EXPORT_PANELS)
-    panels = [_panel(i, panel, layout[i], dialect) for i, panel in enumerate(EXPORT_PANELS)]
+    slos = {key: float(getattr(slo_recipe.slo, key)) if slo_recipe else 1.0 for key in SLO_KEYS}
+    panels = [_panel(i, panel, layout[i], dialect, slos) for i, panel in enumerate(EXPORT_PANELS)]
     uid_suffix = "" if dialect.key == "prom" else f"-{dialect.key}"
     return {
         "title": f"enginescope: LLM engine incident view ({dialect.title})",
@@ -107,10 +108,10 @@ def _layout(panels: tuple[Panel, ...]) -> list[dict]:
     return positions
 
 
-def _panel(index: int, panel: Panel, grid_pos: dict, dialect: Dialect) -> dict:
+def _panel(index: int, panel: Panel, grid_pos: dict, dialect: Dialect, slos: dict[str, float]) -> dict:
     heatmap = panel.kind is PanelKind.HEATMAP
     targets = []
-    for i, (expr, legend) in enumerate(panel_queries(panel, dialect)):
+    for i, (expr, legend) in enumerate(panel_queries(panel, dialect, slos)):
         target = {
             "refId": chr(ord("A") + i),
             "expr": expr,
@@ -125,7 +126,7 @@ def _panel(index: int, panel: Panel, grid_pos: dict, dialect: Dialect) -> dict:
         "id": index + 1,
         "type": _PANEL_TYPES.get(panel.kind, "timeseries"),
         "title": f"{panel.title} ({'requests' if heatmap else panel.unit})",
-        "description": panel.description or f"signal: {', '.join(panel.signals)}",
+        "description": _description(panel, slos),
         "datasource": _datasource(),
         "gridPos": grid_pos,
         "targets": targets,
@@ -143,6 +144,14 @@ def _panel(index: int, panel: Panel, grid_pos: dict, dialect: Dialect) -> dict:
     }
     out["options"] = {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}}
     return out
+
+
+def _description(panel: Panel, slos: dict[str, float]) -> str:
+    text = panel.description or f"signal: {', '.join(panel.signals)}"
+    if panel.kind is PanelKind.SLO_ATTAINMENT and panel.slo_key:
+        text += (f"; counted at the largest bucket bound at or under {slos[panel.slo_key]:g} s "
+                 "(the recipe's SLO at generation time), so a lower bound of the true attainment")  # fmt: skip
+    return text
 
 
 def _slo_override() -> dict:

@@ -32,13 +32,23 @@ def new_or_increased(selector: str, window: str) -> str:
     return f"(increase({selector}[{window}]) > 0) or ({selector} > 0 unless {selector} offset {window})"
 
 
-def slo_le_matcher(slo_key: str) -> str:
-    """``le`` of the SLO bound: text-format scrapes write ``1.0``, OTLP ingestion writes ``1``."""
-    return f'le=~"${slo_key}(\\\\.0+)?"'
+# Bucket bounds engines use (SGLang 0.5.x, vLLM defaults: 1, 1.5, 2, 2.5, ... x 10^k): the
+# attainment query takes the largest of them present at or under the SLO, since an SLO is
+# rarely a bucket bound itself (SGLang's TTFT buckets have 0.4 and 0.6, not 0.5).
+_MANTISSAS = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.5, 8.0)
+_CANDIDATE_BOUNDS = sorted({round(m * 10.0**k, 6) for m in _MANTISSAS for k in range(-3, 4)})
 
 
-def panel_queries(panel: Panel, dialect: Dialect) -> list[tuple[str, str]]:
-    """(PromQL, legend) per line of a panel."""
+def slo_le_matcher(slo_s: float) -> str:
+    """``le`` of every candidate bound at or under the SLO; text-format scrapes write ``1.0``,
+    OTLP ingestion writes ``1``, so an optional ``.0`` is allowed."""
+    bounds = [b for b in _CANDIDATE_BOUNDS if b <= slo_s + 1e-12]
+    alternatives = "|".join(f"{b:g}".replace(".", "\\\\.") for b in bounds)
+    return f'le=~"({alternatives})(\\\\.0+)?"'
+
+
+def panel_queries(panel: Panel, dialect: Dialect, slos: dict[str, float]) -> list[tuple[str, str]]:
+    """(PromQL, legend) per line of a panel; ``slos`` maps SLO keys to seconds (attainment)."""
     rep = dialect.replica
     legend = f"{{{{{rep}}}}}" if panel.per_replica else panel.title
     out: list[tuple[str, str]] = []
@@ -62,9 +72,10 @@ def panel_queries(panel: Panel, dialect: Dialect) -> list[tuple[str, str]]:
                 (f"sum by (le) (increase({series.name}_bucket{{{dialect.filter}}}[{RATE}]))", "{{le}}")
             )
         elif panel.kind is PanelKind.SLO_ATTAINMENT:
-            within = f"{series.name}_bucket{{{dialect.filter}, {slo_le_matcher(panel.slo_key or '')}}}"
+            within = f"{series.name}_bucket{{{dialect.filter}, {slo_le_matcher(slos[panel.slo_key or ''])}}}"
             total = f"{series.name}_count{{{dialect.filter}}}"
-            out.append((f"sum(rate({within}[{RATE}])) / sum(rate({total}[{RATE}]))", "within SLO"))
+            within_rate = f"max(sum by (le) (rate({within}[{RATE}])))"  # largest bound <= SLO
+            out.append((f"{within_rate} / sum(rate({total}[{RATE}]))", "within SLO"))
         elif panel.kind is PanelKind.GAUGE:
             inner = per_replica(series, dialect, dialect.filter)
             agg = f"avg by ({rep}) " if panel.per_replica else "avg "

@@ -158,8 +158,7 @@ EXPORT_PANELS: tuple[Panel, ...] = INCIDENT_PANELS + (
     *(
         Panel(f"{slo.signal}_attainment", f"{slo.label} SLO attainment", PanelKind.SLO_ATTAINMENT,
               (slo.signal,), "ratio 0–1", per_replica=False, slo_key=slo.key,
-              description=f"Share of requests with {slo.label} at or under the recipe's SLO "
-                          "(the SLO must be a bucket bound of the engine)")
+              description=f"Share of requests with {slo.label} at or under the recipe's SLO")
         for slo in SLOS
     ),
     _rate("requests", "Finished requests", "requests_finished", "requests/s"),

@@ -159,3 +159,36 @@ def test_generate_configs_defaults_to_the_current_directory(tmp_path, monkeypatc
     assert main(["generate-configs"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(FILES)
     assert stale_files(generate_all(load_recipes()), tmp_path) == []
+
+
+def test_datadog_dashboard_and_monitors_come_from_the_panels_and_the_otlp_names():
+    from enginescope.exporters.otlp import names as otlp
+
+    sent = {
+        m.name for t in (otlp.HISTOGRAM_SIGNALS, otlp.GAUGE_SIGNALS, otlp.COUNTER_SIGNALS) for m in t.values()
+    }
+    sent |= {m.name for _, m in otlp.GPU_FIELDS} | {otlp.EVENTS.name, otlp.GPU_REASON.name}
+    dashboard = json.loads(FILES["datadog-dashboard.json"])
+    widgets = dashboard["widgets"]
+    assert len(widgets) == len(EXPORT_PANELS)
+    for widget, panel in zip(widgets, EXPORT_PANELS, strict=True):
+        definition = widget["definition"]
+        if panel.kind is PanelKind.SLO_ATTAINMENT:  # distributions keep no buckets
+            assert definition["type"] == "note" and panel.title in definition["content"]
+            continue
+        assert definition["title"] == f"{panel.title} ({panel.unit})"
+        for request in definition["requests"]:
+            metric = re.match(r"^(?:\w+):([a-z0-9_.]+)\{", request["q"]).group(1)
+            assert metric in sent, (panel.title, request["q"])
+            assert "$model" in request["q"] and "$replica" in request["q"]
+        if panel.kind is PanelKind.LATENCY:
+            assert [r["q"].split(":")[0] for r in definition["requests"]] == ["p50", "p95", "p99"]
+    monitors = json.loads(FILES["datadog-monitors.json"])
+    for recipe in load_recipes():
+        mine = {m["name"].split("] ", 1)[1]: m for m in monitors if m["name"].startswith(f"[{recipe.name}]")}
+        ttft = mine["TTFT p95 above SLO"]
+        assert ttft["query"].startswith("percentile(last_5m):p95:gen_ai.server.time_to_first_token{")
+        assert ttft["query"].endswith(f"> {recipe.slo.ttft_p95_s}")
+        assert ttft["options"]["thresholds"]["critical"] == recipe.slo.ttft_p95_s
+        assert f"enginescope.model:{recipe.model.served_name}" in ttft["query"]
+        assert {"Queue growing", "Replica flapping", "GPU XID"} <= set(mine)

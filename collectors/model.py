@@ -116,8 +116,10 @@ class SignalRow:
 class EventRow:
     ts_s: float
     kind: str
-    detail: str = ""
+    detail: str = ""  # for people; code reads ``attributes``
     replica_count: int | None = None
+    # Structured facts of the event (e.g. gpu_index, reasons), stored as a JSON object.
+    attributes: dict[str, str | int | float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

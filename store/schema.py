@@ -85,6 +85,7 @@ EVENTS = pa.schema(
         pa.field("kind", pa.string()),
         pa.field("detail", pa.string()),
         pa.field("replica_count", pa.int32()),
+        pa.field("attributes", pa.string()),  # JSON object of the event's structured facts
     ]
 )
 GPU_BASE = pa.schema(COMMON_FIELDS + [pa.field("gpu_uuid", pa.string()), pa.field("gpu_index", pa.int32())])
@@ -198,6 +199,7 @@ def _events(rows: Sequence[tuple[Identity, EventRow]]) -> dict[str, list[Any]]:
     cols["kind"] = [str(r.kind) for _, r in rows]
     cols["detail"] = [r.detail for _, r in rows]
     cols["replica_count"] = [r.replica_count for _, r in rows]
+    cols["attributes"] = [json.dumps(r.attributes, sort_keys=True) if r.attributes else None for _, r in rows]
     return cols
 
 

@@ -71,3 +71,15 @@ def test_fleet_pseudo_replicas_are_recognised() -> None:
 
     assert is_fleet_replica(fleet_replica()) and is_fleet_replica(fleet_replica("llama"))
     assert not is_fleet_replica("ta-01JABC") and not is_fleet_replica("fleetwood")
+
+
+def test_recipe_slo_fields_are_the_registry_keys() -> None:
+    import dataclasses
+
+    from enginescope.recipes.specs import SloSpec
+
+    assert tuple(f.name for f in dataclasses.fields(SloSpec)) == tuple(s.key for s in signals.SLOS)
+    spec = SloSpec(ttft_p95_s=1.0, itl_p95_s=0.05, e2e_p95_s=20.0)
+    assert [spec.limit(s.key) for s in signals.SLOS] == [1.0, 0.05, 20.0]
+    with pytest.raises(KeyError, match="tpot_p95_s"):
+        spec.limit("tpot_p95_s")

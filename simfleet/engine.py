@@ -59,6 +59,7 @@ from enginescope.simfleet.profile import DEFAULT, EngineProfile, ProfileError
 from enginescope.simfleet.request_export import RequestExporter, abort_record, finished_record
 from enginescope.simfleet.scheduler import NON_STREAM_OUTPUT_INTERVAL, SchedulerRank
 from enginescope.simfleet.sim_request import WAITING_TIMEOUT_MESSAGE, OutputEvent, SimRequest
+from enginescope.simfleet.spec_decode import request_offset
 
 __all__ = ["EngineState", "EngineUnavailable", "SimEngine"]
 
@@ -83,6 +84,7 @@ class SimEngine(EngineLoadFigures):
         self._horizon_s = clock() if clock else 0.0
         self.epoch_offset_s = time.time() - self._horizon_s
         self.spec_accept_length = profile.spec_accept_length
+        self.class_accept_lengths: dict[tuple[str, str], float] = {}  # (label, value) -> mean length
         self.prefix_cache_hit_ratio = profile.prefix_cache_hit_ratio
         self.speed_factor = 1.0
         self.exporter = RequestExporter(export_dir) if export_dir else None
@@ -164,11 +166,30 @@ class SimEngine(EngineLoadFigures):
 
     # ---- knobs ---------------------------------------------------------------------------------
     def set_spec_accept_length(self, accept_length: float) -> None:
-        p = self.profile
-        limit = min(p.spec_num_steps + 1, p.spec_num_draft_tokens)
+        self.spec_accept_length = self._checked_length(accept_length)
+
+    def set_class_accept_length(self, label: str, value: str, accept_length: float) -> None:
+        """Mean acceptance of one traffic class (requests whose custom label ``label`` is ``value``)."""
+        self.class_accept_lengths[(label, value)] = self._checked_length(accept_length)
+
+    def _checked_length(self, accept_length: float) -> float:
+        limit = self.profile.spec_max_accept_tokens
         if not 1.0 <= accept_length <= limit:
             raise ProfileError(f"spec accept length must be within 1..{limit}, got {accept_length!r}")
-        self.spec_accept_length = float(accept_length)
+        return float(accept_length)
+
+    @property
+    def spec_enabled(self) -> bool:
+        """Speculation runs when the engine or any traffic class accepts more than one token/step."""
+        return self.spec_accept_length > 1.0
+
+    def accept_length_for(self, req: SimRequest) -> float:
+        """The mean acceptance of ``req``'s traffic class (the engine's own when it has none)."""
+        for item in (req.custom_labels or {}).items():
+            found = self.class_accept_lengths.get(item)
+            if found is not None:
+                return found
+        return self.spec_accept_length
 
     def set_prefix_cache_hit_ratio(self, ratio: float) -> None:
         if not 0.0 <= ratio <= 1.0:
@@ -194,6 +215,7 @@ class SimEngine(EngineLoadFigures):
         sink: Callable[[OutputEvent], None] | None = None,
         structured: bool = False,
         ignore_eos: bool = False,
+        custom_labels: dict[str, str] | None = None,
     ) -> SimRequest:
         prompt_tokens, max_new_tokens = check_admission(
             self.state, self.profile, prompt_tokens, max_new_tokens
@@ -216,6 +238,8 @@ class SimEngine(EngineLoadFigures):
             sink=sink,
             structured=structured,
             dp_rank=next(self._dp_cycle),
+            custom_labels=dict(custom_labels) if custom_labels else None,
+            spec_offset=request_offset(self._rng, self.profile.spec_request_sigma),
         )
         req.params = {"received_time": now, **(sampling or {})}
         req.cached_tokens = sample_cached_tokens(self._rng, self.prefix_cache_hit_ratio, prompt_tokens)
@@ -228,7 +252,7 @@ class SimEngine(EngineLoadFigures):
 
     def sample_accepted_tokens(self, req: SimRequest, room: int) -> int:
         """Tokens one verify step emits for ``req`` (accepted drafts + bonus), mean = accept length."""
-        return sample_accepted_tokens(self._rng, self.profile, self.spec_accept_length, req, room)
+        return sample_accepted_tokens(self._rng, self.profile, self.accept_length_for(req), req, room)
 
     def abort(self, rid: str) -> bool:
         req = self._requests.pop(rid, None)

@@ -11,7 +11,8 @@ Public API (times are engine-clock seconds unless the name says epoch)::
     engine = SimEngine(profile=DEFAULT, name="replica-0", seed=0, clock=None,
                        export_dir=None, groundtruth=None)
         clock=None: virtual clock moved only by step()/advance_to() (deterministic tests);
-        clock=time.monotonic: real time, driven by ``await engine.run(tick_s=0.025)``.
+        clock=time.monotonic: real time, driven by ``await engine.run(tick_s=0.025)``, which wakes
+        at every iteration end (tokens stream per decode step) and at least every tick_s.
     engine.step(dt_s) / engine.advance_to(t_s)   run every scheduler iteration that ends by then
     await engine.run(tick_s)                      real-time driver; sleeps ~1 s when idle; stop: close()
     engine.submit(prompt_tokens, max_new_tokens=None, output_tokens=None, stream=False,
@@ -62,6 +63,8 @@ from enginescope.simfleet.sim_request import WAITING_TIMEOUT_MESSAGE, OutputEven
 from enginescope.simfleet.spec_decode import request_offset
 
 __all__ = ["EngineState", "EngineUnavailable", "SimEngine"]
+
+_MIN_SLEEP_S = 0.0002  # never spin: the loop also serves HTTP and the sidecars
 
 
 class SimEngine(EngineLoadFigures):
@@ -362,6 +365,14 @@ class SimEngine(EngineLoadFigures):
             )
             self._cpu = {"last_s": t_s, "requests": 0, "tokens": 0}
 
+    def _until_next_iteration_s(self, tick_s: float) -> float:
+        """Sleep until the next scheduler iteration ends, so its tokens leave when they are decoded
+        (per decode step, per accepted block with speculation), as SGLang streams them."""
+        ends = [rank.next_end_s for rank in self.ranks if rank.next_end_s is not None]
+        if not ends or self._clock is None:
+            return tick_s
+        return min(tick_s, max(_MIN_SLEEP_S, min(ends) - self._clock()))
+
     def _busy(self) -> bool:
         return any(rank.busy for rank in self.ranks)
 
@@ -379,7 +390,7 @@ class SimEngine(EngineLoadFigures):
             if self.state is EngineState.STARTING:
                 await asyncio.sleep(min(0.25, max(tick_s, self.ready_s - self._clock())))
             elif self._busy():
-                await asyncio.sleep(tick_s)
+                await asyncio.sleep(self._until_next_iteration_s(tick_s))
             else:
                 self._wake.clear()
                 try:

@@ -50,6 +50,7 @@ class SchedulerRank:
         self.waiting: collections.deque[SimRequest] = collections.deque()
         self.decoding: list[SimRequest] = []
         self.chunked: SimRequest | None = None
+        self.next_end_s: float | None = None  # end of the iteration in flight (None: idle)
         self.kv_used = 0
         self.kv_evictable = 0
         self.new_token_ratio = self.p.new_token_ratio_init
@@ -72,6 +73,7 @@ class SchedulerRank:
 
     # ---- driving -------------------------------------------------------------------------------
     def advance_to(self, horizon_s: float) -> None:
+        self.next_end_s = None
         while True:
             self._expire_waiting()
             plan = self._plan()
@@ -88,6 +90,7 @@ class SchedulerRank:
                     return
                 continue
             if self.now_s + plan.duration_s > horizon_s:
+                self.next_end_s = self.now_s + plan.duration_s  # the real-time driver wakes then
                 return
             self._commit(plan)
 

@@ -9,8 +9,9 @@ chunk). Prompt tokens are estimated from text length (``chars_per_token``) unles
 ``max_tokens``; ``ignore_eos`` runs to ``max_tokens``). A crashed engine closes the port (connection
 refused) and drops open connections; it listens again on restart.
 
-Streamed chunks leave when the engine's tick processes them (every ~25 ms), so client-side ITL is
-burstier than the engine-side ITL that SGLang's histograms (and ground truth) record.
+Streamed chunks leave when the engine's scheduler iteration that produced them ends (one chunk per
+decode step, one per accepted block with speculative decoding), as SGLang streams them, so a client
+measures the engine's ITL plus its own event-loop delay.
 """
 
 from __future__ import annotations

@@ -262,7 +262,7 @@ class SimEngine(EngineLoadFigures):
         if req is None or not self.ranks:
             return False
         self.ranks[req.dp_rank].abort(req)
-        self.metrics.request_aborted()
+        self.metrics.request_aborted(req)
         return True
 
     # ---- callbacks from the schedulers (tokenizer-manager side) --------------------------------
@@ -276,7 +276,7 @@ class SimEngine(EngineLoadFigures):
             self.metrics.first_token(req, t - req.created_s)
         elif req.stream or finish or pending >= NON_STREAM_OUTPUT_INTERVAL:
             interval = t - req.last_output_s
-            self.metrics.output_chunk(interval, pending)
+            self.metrics.output_chunk(req, interval, pending)
             req.itl_chunks.append((interval, pending))
             req.last_output_s = t
         else:
@@ -314,7 +314,7 @@ class SimEngine(EngineLoadFigures):
         req.aborted = True
         req.finished_s = t
         req.finish_reason = {"type": "abort", "status_code": status, "message": message}
-        self.metrics.request_aborted()
+        self.metrics.request_aborted(req)
         if self.exporter:
             self.exporter.write(abort_record(req, self), self.epoch(t))
         if self.groundtruth is not None:

@@ -88,6 +88,9 @@ class EngineProfile:
     chars_per_token: float = 4.0
     extra_prompt_tokens: int = 0
     request_waiting_timeout_s: float = 0.0
+    # --tokenizer-metrics-allowed-custom-labels: comma-separated x-custom-labels keys that become
+    # labels of the tokenizer's request metrics ("" = none, SGLang's default)
+    tokenizer_metrics_allowed_custom_labels: str = ""
     # cold start, in launch order (fixture: scheduler ready after 38.6 s, server after 45.2 s)
     scheduler_init_other_s: float = 20.49  # process spawn, imports, NCCL/distributed init
     weight_load_s: float = 4.87

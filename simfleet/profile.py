@@ -169,7 +169,7 @@ def get_profile(name: Any, source: str = "profile") -> EngineProfile:
 def _coerce(source: str, key: str, type_name: Any, value: Any) -> Any:
     type_name = str(type_name)
     if type_name == "str":
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or (not value and key not in _MAY_BE_EMPTY):
             raise ProfileError(f"{source}: {key} must be a non-empty string, got {value!r}")
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -181,6 +181,7 @@ def _coerce(source: str, key: str, type_name: Any, value: Any) -> Any:
     return float(value)
 
 
+_MAY_BE_EMPTY = ("tokenizer_metrics_allowed_custom_labels",)
 _POSITIVE = (
     "gpu_memory_gb",
     "tp_size",

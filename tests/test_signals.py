@@ -83,3 +83,19 @@ def test_recipe_slo_fields_are_the_registry_keys() -> None:
     assert [spec.limit(s.key) for s in signals.SLOS] == [1.0, 0.05, 20.0]
     with pytest.raises(KeyError, match="tpot_p95_s"):
         spec.limit("tpot_p95_s")
+
+
+def test_docs_signal_reference_is_generated_from_the_registry() -> None:
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "signals.md"
+    assert doc.read_text() == signals.markdown_reference(), (
+        "run: python -m enginescope.collectors.signals > docs/signals.md"
+    )
+
+
+def test_fleet_watcher_signals_are_registered() -> None:
+    from enginescope.deploy.watcher import FleetSnapshot, snapshot_signals
+
+    rows = snapshot_signals(FleetSnapshot(0.0, 3, backlog=5, running_inputs=7), 10.0)
+    assert {r.signal for r in rows} == set(signals.names(Kind.GAUGE, Scope.FLEET))

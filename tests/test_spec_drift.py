@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 
 from enginescope.collectors.model import Batch, Identity
+from enginescope.collectors.identity import fleet_replica
 from enginescope.collectors.requestlog import record_to_row
+from enginescope.spec_monitor import SpecDriftMonitor, sink_emitter
 from enginescope.store import StoreWriter, open_store
 from enginescope.views import spec_drift
 from enginescope.views.spec_drift import DriftConfig, scan, scan_frame
@@ -58,10 +60,20 @@ def test_welch_and_change_point() -> None:
     assert change_point(values) == 90
 
 
-def test_finds_an_injected_15_percent_drop_within_10_minutes(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def drift_traffic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    """70 min of stable traffic, then class ``code`` loses 15% of its acceptance for 15 min."""
+    store = tmp_path_factory.mktemp("spec_drift") / "store"
     frame = generate(T0_S, DROP_AT_S + 900, seed=3, drop=("code", DROP_AT_S, 0.15))
-    write_traffic(tmp_path / "store", frame)
-    drifts = scan(open_store(tmp_path / "store"), T0_S, T0_S + DROP_AT_S + 900)
+    write_traffic(store, frame)
+    return store, frame
+
+
+def test_finds_an_injected_15_percent_drop_within_10_minutes(
+    drift_traffic: tuple[Path, pd.DataFrame],
+) -> None:
+    store, frame = drift_traffic
+    drifts = scan(open_store(store), T0_S, T0_S + DROP_AT_S + 900)
     assert [d.traffic_class for d in drifts] == ["code"]
     d = drifts[0]
     drop_s = T0_S + DROP_AT_S
@@ -123,3 +135,31 @@ def test_event_detail_round_trips() -> None:
     assert parsed["lost_tokens_per_s"] == pytest.approx(d.lost_tokens_per_s, abs=0.05)
     assert parsed["onset"] == pd.Timestamp(d.onset_s, unit="s", tz="UTC").floor("s")
     assert spec_drift.parse_detail("engine restarted") is None
+
+
+def test_monitor_records_one_event_per_drift_and_none_after_a_restart(
+    drift_traffic: tuple[Path, pd.DataFrame],
+) -> None:
+    store, _ = drift_traffic
+    fleet = Identity(replica=fleet_replica())
+    writer = StoreWriter(store, fleet, background=False)
+    monitor = SpecDriftMonitor(store, sink_emitter(writer, fleet))
+    found = []
+    for minute in range(60, 86):  # checks once a minute, as the demo's fleet loop would
+        found += monitor.check(T0_S + minute * 60 + 5)
+        writer.flush()
+    assert [d.traffic_class for d in found] == ["code"]
+    restarted = SpecDriftMonitor(store, sink_emitter(writer, fleet))
+    assert restarted.check(T0_S + 86 * 60 + 5) == []  # the stored event suppresses a repeat
+    writer.close()
+    events = open_store(store).execute("SELECT epoch(ts), replica, kind, detail FROM events").fetchall()
+    assert len(events) == 1
+    ts_s, replica, kind, detail = events[0]
+    assert (replica, kind) == ("fleet", "spec_acceptance_drift") and ts_s == found[0].detected_s
+    assert spec_drift.parse_detail(detail)["class"] == "code"
+
+
+def test_monitor_never_raises(tmp_path: Path) -> None:
+    (tmp_path / "store").write_text("not a folder")
+    emitted: list = []
+    assert SpecDriftMonitor(tmp_path / "store", emitted.append).check(T0_S) == [] and emitted == []

@@ -28,9 +28,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from enginescope.collectors.model import EventKind
 from enginescope.views.spec_stats import change_point, per_test_alpha, welch_drop
 
-EVENT_KIND = "spec_acceptance_drift"  # collectors.model.EventKind.SPEC_ACCEPTANCE_DRIFT
+EVENT_KIND = str(EventKind.SPEC_ACCEPTANCE_DRIFT)
 UNLABELLED = "(unlabelled)"
 
 REQUESTS_SQL = """
@@ -343,10 +344,19 @@ def scan(
     return scan_frame(frame, t0_s, t1_s, config, load_gpus(con, start, t1_s), known)
 
 
-def detect(con: duckdb.DuckDBPyConnection, now_s: float, config: DriftConfig = DriftConfig()) -> list[Drift]:
-    """New drifts at the latest step boundary <= now, skipping classes with a recent event."""
+def detect(
+    con: duckdb.DuckDBPyConnection,
+    now_s: float,
+    config: DriftConfig = DriftConfig(),
+    since_s: float | None = None,
+    known: Iterable[tuple[str, float]] = (),
+) -> list[Drift]:
+    """New drifts at the step boundaries in (since, now] (default: the latest one), skipping
+    classes with a drift event in the store (or in ``known``) within the last span."""
     t_s = math.floor(now_s / config.step_s) * config.step_s
-    return scan(con, t_s - config.step_s, t_s, config, recorded_drifts(con, t_s - config.span_s, t_s))
+    t0_s = t_s - config.step_s if since_s is None else min(since_s, t_s - config.step_s)
+    recorded = recorded_drifts(con, t0_s - config.span_s, t_s)
+    return scan(con, t0_s, t_s, config, [*recorded, *known])
 
 
 def recorded_drifts(con: duckdb.DuckDBPyConnection, t0_s: float, t1_s: float) -> list[tuple[str, float]]:

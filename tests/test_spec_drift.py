@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from enginescope.collectors.model import Batch, Identity
 from enginescope.collectors.identity import fleet_replica
+from enginescope.collectors.model import Batch, Identity
 from enginescope.collectors.requestlog import record_to_row
 from enginescope.spec_monitor import SpecDriftMonitor, sink_emitter
 from enginescope.store import StoreWriter, open_store

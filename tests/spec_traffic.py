@@ -12,9 +12,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from enginescope.collectors.model import Batch, Identity
+from enginescope.collectors.requestlog import record_to_row
+from enginescope.store import StoreWriter
 
 NUM_DRAFT_TOKENS = 5  # SGLang --speculative-num-draft-tokens: histogram has this many bins
 DRAFTS_PER_STEP = NUM_DRAFT_TOKENS - 1
@@ -156,3 +161,13 @@ def export_records(frame: pd.DataFrame) -> list[dict]:
             }
         )
     return records
+
+
+def write_traffic(store: Path, frame: pd.DataFrame, store_params: bool = False) -> None:
+    """Each synthetic replica's records through requestlog's record_to_row and its own StoreWriter."""
+    for replica, part in frame.groupby("replica"):
+        ident = Identity(replica=str(replica), engine="sglang", model="m", gpu_type="H100")
+        writer = StoreWriter(store, ident, background=False)
+        rows = [record_to_row(r, store_params=store_params) for r in export_records(part)]
+        writer.write(Batch(ident, requests=rows))
+        writer.close()

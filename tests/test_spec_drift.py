@@ -13,26 +13,15 @@ import pandas as pd
 import pytest
 
 from enginescope.collectors.identity import fleet_replica
-from enginescope.collectors.model import Batch, Identity
-from enginescope.collectors.requestlog import record_to_row
+from enginescope.collectors.model import Identity
 from enginescope.spec_monitor import SpecDriftMonitor, sink_emitter
 from enginescope.store import StoreWriter, open_store
 from enginescope.views import spec_drift
 from enginescope.views.spec_drift import DriftConfig, scan, scan_frame
 from enginescope.views.spec_stats import betainc, change_point, per_test_alpha, student_t_sf, welch_drop
-from tests.spec_traffic import T0_S, export_records, generate
+from tests.spec_traffic import T0_S, generate, write_traffic
 
 DROP_AT_S = 70 * 60.0  # after more than the baseline hour of stable traffic
-
-
-def write_traffic(store: Path, frame: pd.DataFrame) -> None:
-    """Each synthetic replica's requests through record_to_row and its own StoreWriter."""
-    for replica, part in frame.groupby("replica"):
-        ident = Identity(replica=str(replica), engine="sglang", model="m", gpu_type="H100")
-        writer = StoreWriter(store, ident, background=False)
-        rows = [record_to_row(r) for r in export_records(part)]
-        writer.write(Batch(ident, requests=rows))
-        writer.close()
 
 
 def test_student_t_tail_matches_published_quantiles() -> None:

@@ -21,7 +21,8 @@ from typing import Any
 
 from enginescope.collectors.model import Batch, EventKind, EventRow, Identity
 from enginescope.store import open_store
-from enginescope.views.spec_drift import Drift, DriftConfig, detect, event_detail
+from enginescope.views.spec_drift import Drift, DriftConfig, detect
+from enginescope.views.spec_events import event_detail
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from enginescope.collectors.identity import fleet_replica
 from enginescope.collectors.model import Identity
 from enginescope.spec_monitor import SpecDriftMonitor, sink_emitter
 from enginescope.store import StoreWriter, open_store
-from enginescope.views import spec_drift
+from enginescope.views import spec_drift, spec_events
 from enginescope.views.spec_drift import DriftConfig, scan, scan_frame
 from enginescope.views.spec_stats import betainc, change_point, per_test_alpha, student_t_sf, welch_drop
 from tests.spec_traffic import T0_S, generate, write_traffic
@@ -118,12 +118,12 @@ def test_a_smaller_drop_than_min_drop_ratio_is_not_reported() -> None:
 def test_event_detail_round_trips() -> None:
     frame = generate(T0_S, DROP_AT_S + 600, seed=3, drop=("code", DROP_AT_S, 0.15))
     (d,) = scan_frame(frame, T0_S, T0_S + DROP_AT_S + 600)
-    parsed = spec_drift.parse_detail(spec_drift.event_detail(d))
+    parsed = spec_events.parse_detail(spec_events.event_detail(d))
     assert parsed is not None and parsed["class"] == "code"
     assert parsed["baseline_accept_length"] == pytest.approx(d.baseline_accept_length, abs=1e-3)
     assert parsed["lost_tokens_per_s"] == pytest.approx(d.lost_tokens_per_s, abs=0.05)
     assert parsed["onset"] == pd.Timestamp(d.onset_s, unit="s", tz="UTC").floor("s")
-    assert spec_drift.parse_detail("engine restarted") is None
+    assert spec_events.parse_detail("engine restarted") is None
 
 
 def test_monitor_records_one_event_per_drift_and_none_after_a_restart(
@@ -145,7 +145,7 @@ def test_monitor_records_one_event_per_drift_and_none_after_a_restart(
     assert len(events) == 1
     ts_s, replica, kind, detail = events[0]
     assert (replica, kind) == ("fleet", "spec_acceptance_drift") and ts_s == found[0].detected_s
-    assert spec_drift.parse_detail(detail)["class"] == "code"
+    assert spec_events.parse_detail(detail)["class"] == "code"
 
 
 def test_monitor_never_raises(tmp_path: Path) -> None:

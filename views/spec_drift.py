@@ -17,9 +17,7 @@ and the GPU-hours spent on the extra verify steps. See docs/spec-drift.md.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,11 +26,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from enginescope.collectors.model import EventKind
+from enginescope.views.spec_events import UNLABELLED, recorded_drifts
 from enginescope.views.spec_stats import change_point, per_test_alpha, welch_drop
-
-EVENT_KIND = str(EventKind.SPEC_ACCEPTANCE_DRIFT)
-UNLABELLED = "(unlabelled)"
 
 REQUESTS_SQL = """
 SELECT epoch(ts) AS ts_s, replica, request_id, coalesce(traffic_class, $unlabelled) AS traffic_class,
@@ -44,9 +39,6 @@ ORDER BY ts"""
 GPUS_SQL = """
 SELECT replica, count(DISTINCT gpu_uuid) AS gpus FROM gpu_in($t0, $t1)
 WHERE ts >= $t0 AND ts < $t1 GROUP BY replica"""
-EVENTS_SQL = """
-SELECT epoch(ts) AS ts_s, detail FROM events_in($t0, $t1)
-WHERE kind = $kind AND ts >= $t0 AND ts <= $t1 ORDER BY ts"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,65 +349,6 @@ def detect(
     t0_s = t_s - config.step_s if since_s is None else min(since_s, t_s - config.step_s)
     recorded = recorded_drifts(con, t0_s - config.span_s, t_s)
     return scan(con, t0_s, t_s, config, [*recorded, *known])
-
-
-def recorded_drifts(con: duckdb.DuckDBPyConnection, t0_s: float, t1_s: float) -> list[tuple[str, float]]:
-    """(class, event time) of the drift events already in the store."""
-    rows = con.cursor().execute(EVENTS_SQL, {"t0": _utc(t0_s), "t1": _utc(t1_s), "kind": EVENT_KIND})
-    found = []
-    for ts_s, detail in rows.fetchall():
-        parsed = parse_detail(detail or "")
-        if parsed and "class" in parsed:
-            found.append((str(parsed["class"]), float(ts_s)))
-    return found
-
-
-# --- event detail: one readable line that ``parse_detail`` reads back ------------------------
-def event_detail(d: Drift) -> str:
-    return (
-        f"class={json.dumps(d.traffic_class)} accept_length={d.baseline_accept_length:.3f}->{d.current_accept_length:.3f} "
-        f"tokens/step (-{100 * d.drop_ratio:.1f}%) onset={_utc(d.onset_s):%Y-%m-%dT%H:%M:%SZ} "
-        f"p={d.p_value:.2e} alpha={d.alpha:.2e} lost_tps={d.lost_tokens_per_s:.1f} "
-        f"lost_gpu_h={d.lost_gpu_hours:.4f} requests={d.window_requests}/{d.baseline_requests}"
-    )
-
-
-_DETAIL_RE = re.compile(
-    r'class=(?P<cls>"(?:[^"\\]|\\.)*") accept_length=(?P<a>[\d.]+)->(?P<b>[\d.]+) .*?onset=(?P<onset>\S+) '
-    r"p=(?P<p>\S+) .*?lost_tps=(?P<lost>[\d.]+) lost_gpu_h=(?P<gpuh>[\d.]+)"
-)
-
-
-def parse_detail(detail: str) -> dict[str, Any] | None:
-    """The numbers of an ``event_detail`` line, or None for any other text."""
-    m = _DETAIL_RE.search(detail)
-    if m is None:
-        return None
-    return {
-        "class": json.loads(m["cls"]),
-        "baseline_accept_length": float(m["a"]),
-        "current_accept_length": float(m["b"]),
-        "onset": pd.Timestamp(m["onset"]),
-        "p_value": float(m["p"]),
-        "lost_tokens_per_s": float(m["lost"]),
-        "lost_gpu_hours": float(m["gpuh"]),
-    }
-
-
-def acceptance_by_class(frame: pd.DataFrame, bucket_s: float) -> pd.DataFrame:
-    """(t, traffic_class, accept_length mean, requests, tokens_per_step) per time bucket."""
-    spec = frame.loc[frame["is_spec"].fillna(False).astype(bool) & frame["accept_length"].notna()].copy()
-    if spec.empty:
-        return pd.DataFrame(columns=["t", "traffic_class", "accept_length", "requests", "tokens_per_step"])
-    spec["t"] = pd.to_datetime((spec["ts_s"] // bucket_s) * bucket_s, unit="s", utc=True)
-    out = spec.groupby(["t", "traffic_class"]).agg(
-        accept_length=("accept_length", "mean"),
-        requests=("accept_length", "size"),
-        tokens=("tokens", "sum"),
-        steps=("steps", "sum"),
-    )
-    out["tokens_per_step"] = out["tokens"] / out["steps"]
-    return out.drop(columns=["tokens", "steps"]).reset_index()
 
 
 def _utc(ts_s: float) -> dt.datetime:

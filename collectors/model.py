@@ -43,6 +43,7 @@ class EventKind(StrEnum):
     SIDECAR_STARTED = "sidecar_started"
     SIDECAR_STOPPED = "sidecar_stopped"
     SCENARIO = "scenario"  # simulator/demo annotations ("spike starts", ...)
+    SPEC_ACCEPTANCE_DRIFT = "spec_acceptance_drift"  # views.spec_drift: one class's acceptance fell
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,6 +123,9 @@ REQUEST_COLUMNS: dict[str, pa.DataType] = {
     "is_streaming": pa.bool_(),
     "weight_version": pa.string(),
     "params": pa.string(),  # JSON, only with the tailer's opt-in store_params
+    "spec_correct_drafts_histogram": pa.list_(pa.int64()),  # index = drafts accepted in a verify step
+    "custom_labels": pa.string(),  # JSON of the request's SGLang custom_labels (never content)
+    "traffic_class": pa.string(),  # one custom label's value (requestlog class_label, default "task")
 }
 REQUESTS = pa.schema(COMMON_FIELDS + [pa.field(name, dtype) for name, dtype in REQUEST_COLUMNS.items()])
 

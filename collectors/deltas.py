@@ -29,6 +29,29 @@ class HistogramState:
     count: float
 
 
+def counter_increase(previous: float, current: float) -> tuple[float, bool]:
+    """(increase, reset) between two raw counter readings: a drop is a restart from zero."""
+    if current >= previous:
+        return current - previous, False
+    return current, True
+
+
+def histogram_increase(previous: HistogramState, current: HistogramState) -> tuple[HistogramState, bool]:
+    """(increase, reset) between two raw histogram readings.
+
+    A reset is the count or any bucket going down, or a changed bucket layout; the increase is
+    then the whole current reading (the process started from zero), never negative.
+    """
+    if previous.bounds == current.bounds and current.count >= previous.count:
+        counts = tuple(map(operator.sub, current.counts, previous.counts))
+        if min(counts, default=0.0) >= 0:
+            increase = HistogramState(
+                current.bounds, counts, current.sum - previous.sum, current.count - previous.count
+            )
+            return increase, False
+    return current, True
+
+
 class DeltaTracker:
     """Remembers the last value of each series (keyed by a stable series string)."""
 
@@ -67,10 +90,10 @@ class DeltaTracker:
         self._values[key] = value
         if prev is None:
             return None if self.baseline else value
-        if value >= prev:
-            return value - prev
-        self.reset_families.append(family)
-        return value
+        increase, reset = counter_increase(prev, value)
+        if reset:
+            self.reset_families.append(family)
+        return increase
 
     def histogram(self, key: str, family: str, current: HistogramState) -> HistogramState | None:
         """Per-interval increase of one histogram series, or None on the baseline."""
@@ -80,11 +103,7 @@ class DeltaTracker:
         self._hists[key] = current
         if prev is None:
             return None if self.baseline else current
-        if prev.bounds == current.bounds and current.count >= prev.count:
-            counts = tuple(map(operator.sub, current.counts, prev.counts))
-            if min(counts) >= 0:
-                return HistogramState(
-                    current.bounds, counts, current.sum - prev.sum, current.count - prev.count
-                )
-        self.reset_families.append(family)  # count or a bucket dropped, or the layout changed
-        return current
+        increase, reset = histogram_increase(prev, current)
+        if reset:
+            self.reset_families.append(family)  # count or a bucket dropped, or the layout changed
+        return increase

@@ -75,7 +75,10 @@ class XidEvents:
             dev.xid_last = xid
         label = dev.label if dev is not None else "GPU (unknown)"
         log.warning("%s: Xid %d", label, xid)
-        batch.events.append(EventRow(now_s, EventKind.GPU_XID, f"{label}: Xid {xid}"))
+        attrs: dict[str, str | int | float] = {"xid": xid}
+        if dev is not None:
+            attrs |= {"gpu_index": dev.index, "gpu_uuid": dev.uuid}
+        batch.events.append(EventRow(now_s, EventKind.GPU_XID, f"{label}: Xid {xid}", attributes=attrs))
 
 
 def throttle_change(dev: Device, fields: dict[str, Value], now_s: float) -> EventRow | None:
@@ -88,5 +91,13 @@ def throttle_change(dev: Device, fields: dict[str, Value], now_s: float) -> Even
         return None
     now_names = ",".join(reason_names(active)) or "none"
     was_names = ",".join(reason_names(dev.slowdown_mask)) or "none"
+    attrs: dict[str, str | int | float] = {
+        "gpu_index": dev.index,
+        "gpu_uuid": dev.uuid,
+        "reasons": ",".join(reason_names(active)),  # registry names; "" when the slowdown ended
+        "was": ",".join(reason_names(dev.slowdown_mask)),
+    }
     dev.slowdown_mask = active
-    return EventRow(now_s, EventKind.GPU_THROTTLE, f"{dev.label}: {now_names} (was {was_names})")
+    return EventRow(
+        now_s, EventKind.GPU_THROTTLE, f"{dev.label}: {now_names} (was {was_names})", attributes=attrs
+    )

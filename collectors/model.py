@@ -43,6 +43,7 @@ class EventKind(StrEnum):
     SIDECAR_STARTED = "sidecar_started"
     SIDECAR_STOPPED = "sidecar_stopped"
     SCENARIO = "scenario"  # simulator/demo annotations ("spike starts", ...)
+    SPEC_ACCEPTANCE_DRIFT = "spec_acceptance_drift"  # views.spec_drift: one class's acceptance fell
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +117,10 @@ class SignalRow:
 class EventRow:
     ts_s: float
     kind: str
-    detail: str = ""
+    detail: str = ""  # for people; code reads ``attributes``
     replica_count: int | None = None
+    # Structured facts of the event (e.g. gpu_index, reasons), stored as a JSON object.
+    attributes: dict[str, str | int | float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

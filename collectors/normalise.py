@@ -113,9 +113,13 @@ class _Run:
     def _counters(self, family: MetricFamily, kept: list[Series] | None) -> None:
         ts_s, interval_s, rows, counter = self.ts_s, self.interval_s, self.samples, self.deltas.counter
         name = family.name
-        for ref, value in zip(family.refs, family.values, strict=True):
+        for ref, value, line_no in zip(family.refs, family.values, family.line_nos, strict=True):
             if ref.role == "created":
                 rows.append(SampleRow(ts_s, ref.name, "gauge", ref.labels, value))
+                continue
+            if not value >= 0:  # also NaN: a counter can only count up from zero
+                why = f"counter {name!r} has a negative or NaN value ({value!r})"
+                self.errors.append(ExpositionError(line_no, ref.name, why))
                 continue
             delta = counter(ref.key, name, value)
             rows.append(SampleRow(ts_s, ref.name, "counter", ref.labels, value, delta, interval_s))

@@ -7,6 +7,12 @@ land in pieces), and skips malformed lines with a warning naming file and line.
 
 Privacy: ``request_parameters`` holds the prompt (``text``/``input_ids``). It is always
 dropped; with ``store_params=True`` only non-content parameters are kept as JSON.
+
+Traffic classes: SGLang copies a client's ``x-custom-labels`` header into the request's
+``custom_labels`` (a ``GenerateReqInput`` field, so it lands in ``request_parameters``). The
+labels are kept as JSON in ``custom_labels`` (they are operator-chosen labels, not content),
+and the value of one of them (``class_label``, default ``task``) becomes ``traffic_class``,
+the key the speculative-acceptance drift detector groups by.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ FILE_RE = re.compile(r"^sglang-request-metrics-\d{8}_\d{2}\.log$")
 CONTENT_KEYS = frozenset(
     {"text", "input_ids", "input_embeds", "image_data", "video_data", "audio_data", "prompt", "messages"}
 )
+DEFAULT_CLASS_LABEL = "task"
 # perf_counter values, meaningless outside the server process.
 _DROPPED_PARAM_KEYS = frozenset({"received_time"})
 
@@ -69,7 +76,12 @@ def default_state_path(store_dir: str | Path, replica: str) -> Path:
     return Path(store_dir) / "state" / replica.replace("/", "_") / "requestlog.json"
 
 
-def record_to_row(record: dict[str, Any], store_params: bool = False, now_s: float = 0.0) -> RequestRow:
+def record_to_row(
+    record: dict[str, Any],
+    store_params: bool = False,
+    now_s: float = 0.0,
+    class_label: str = DEFAULT_CLASS_LABEL,
+) -> RequestRow:
     """Map one export record to a RequestRow (columns of the ``requests`` table)."""
     fields: dict[str, Any] = {"request_id": record.get("id")}
     for key, column in _DIRECT.items():
@@ -90,9 +102,16 @@ def record_to_row(record: dict[str, Any], store_params: bool = False, now_s: flo
     throughput = fields.get("decode_throughput_tps")
     if isinstance(throughput, int | float) and throughput > 0:
         fields["tpot_s"] = 1.0 / throughput
+    histogram = record.get("spec_correct_drafts_histogram")
+    if isinstance(histogram, list) and all(isinstance(n, int) for n in histogram):
+        fields["spec_correct_drafts_histogram"] = histogram
     params = _request_parameters(record.get("request_parameters"))
     if isinstance(params.get("stream"), bool):
         fields["is_streaming"] = params["stream"]
+    labels = _custom_labels(params.get("custom_labels"))
+    if labels:
+        fields["custom_labels"] = json.dumps(labels, sort_keys=True)
+        fields["traffic_class"] = labels.get(class_label)
     if store_params and params:
         kept = {k: v for k, v in params.items() if k not in CONTENT_KEYS and k not in _DROPPED_PARAM_KEYS}
         fields["params"] = json.dumps(kept, sort_keys=True)
@@ -107,6 +126,14 @@ def _request_parameters(raw: Any) -> dict[str, Any]:
         except ValueError:
             return {}
     return raw if isinstance(raw, dict) else {}
+
+
+def _custom_labels(raw: Any) -> dict[str, str]:
+    """``custom_labels`` is ``Dict[str, str]`` in SGLang; scalars are kept as text, nested values
+    dropped (a label is a short key, and nothing nested can smuggle content into the store)."""
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): str(v) for k, v in raw.items() if isinstance(v, str | int | float | bool)}
 
 
 def _finished_s(record: dict[str, Any], now_s: float) -> float:
@@ -131,10 +158,12 @@ class RequestLogTailer:
         store_params: bool = False,
         identity: Identity | None = None,
         max_bytes_per_collect: int = 16 << 20,
+        class_label: str = DEFAULT_CLASS_LABEL,
     ) -> None:
         self.log_dir = Path(log_dir)
         self.state_path = Path(state_path)
         self.store_params = store_params
+        self.class_label = class_label
         self.identity = identity or Identity(replica="unknown")
         self.max_bytes_per_collect = max_bytes_per_collect
         self.malformed_lines = 0
@@ -218,7 +247,7 @@ class RequestLogTailer:
             record = json.loads(raw)
             if not isinstance(record, dict):
                 raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-            rows.append(record_to_row(record, self.store_params, now_s))
+            rows.append(record_to_row(record, self.store_params, now_s, self.class_label))
             self.records_read += 1
         except ValueError as exc:
             self._malformed(name, line_no, str(exc))

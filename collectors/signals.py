@@ -152,3 +152,29 @@ SLOWDOWN_MASK = sum(r.bit for r in THROTTLE_REASONS if r.slowdown)
 def throttle_names(mask: int, *, slowdown_only: bool = True) -> list[str]:
     """Names of the reasons set in an NVML clock-event mask."""
     return [r.name for r in THROTTLE_REASONS if mask & r.bit and (r.slowdown or not slowdown_only)]
+
+
+def markdown_reference() -> str:
+    """docs/signals.md, generated from this registry (tests/test_signals.py checks it is current)."""
+    lines = [
+        "# Signals, SLOs and GPU throttle reasons",
+        "",
+        "Generated from `collectors/signals.py` (`python -m enginescope.collectors.signals > docs/signals.md`).",
+        "Counters are stored as per-interval increases (`signals.value` over `interval_s`).",
+        "",
+        "| signal | kind | scope | unit (UCUM) | chart unit | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| `{s.name}` | {s.kind} | {s.scope} | `{s.unit}` | {s.chart_unit} | {s.description} |" for s in _ALL
+    ]
+    lines += ["", f"Default quantiles: {', '.join(quantile_label(q) for q in QUANTILES)}.", ""]
+    lines += ["| SLO key (recipe `[slo]`) | signal | quantile |", "|---|---|---|"]
+    lines += [f"| `{s.key}` | `{s.signal}` | {quantile_label(s.quantile)} |" for s in SLOS]
+    lines += ["", "| throttle reason | NVML bit | slowdown (sets `gpu_throttled`) |", "|---|---|---|"]
+    lines += [f"| `{r.name}` | `{r.bit:#x}` | {'yes' if r.slowdown else 'no'} |" for r in THROTTLE_REASONS]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_reference(), end="")

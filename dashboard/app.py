@@ -15,7 +15,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from enginescope.dashboard import bench, cached, charts, views
+from enginescope.dashboard import bench, cached, charts, spec_panel, views
 from enginescope.dashboard.data import Window
 from enginescope.dashboard.state import RANGES_S, VIEWS, ViewState, default_slo
 
@@ -82,6 +82,7 @@ def render(store: str, state: ViewState) -> None:
     colours = charts.replica_colours(names)
     if state.view == "incident":
         views.render_incident(store, window, state, colours)
+        spec_panel.render(store, window)
     elif state.view == "replica":
         views.render_replica(store, window, state, colours, names)
     elif state.view == "requests":

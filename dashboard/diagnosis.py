@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from enginescope.dashboard.spec_cause import spec_drift_cause
+
 SLO_SIGNALS: dict[str, str] = {
     "ttft_p95_s": "ttft_seconds",
     "itl_p95_s": "itl_seconds",
@@ -376,6 +378,7 @@ def _ready_by(ready: pd.DataFrame, replica: str, started: pd.Timestamp, deadline
 
 
 _CHECKS = (_restart, _throttle, _kv, _spec, _prefill_queueing, _decode_saturation, _cold_start)
+_CHECKS = (*_CHECKS, spec_drift_cause)  # per-class speculative-acceptance drift (spec_cause.py)
 
 
 def _reaction(inc: Incident, events: pd.DataFrame) -> None:

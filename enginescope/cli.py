@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "endpoint": "enginescope.cmd_endpoint",
     "recipes": "enginescope.cmd_recipes",
     "bench": "enginescope.cmd_bench",
+    "spec-report": "enginescope.cmd_spec_report",
 }
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from enginescope.cli import CliError
+from enginescope.collectors.signals import QUANTILES, SLOS
 from enginescope.http_headers import add_header_arguments, request_headers
 from enginescope.simfleet.profile import profile_for_recipe
 
@@ -38,7 +39,6 @@ ENGINE_HISTOGRAMS = {
     "itl": "sglang:inter_token_latency_seconds",
     "e2e": "sglang:e2e_request_latency_seconds",
 }
-QUANTILES = (0.5, 0.95, 0.99)
 BUCKETS = tuple[tuple[float, ...], tuple[float, ...]]
 
 
@@ -214,8 +214,11 @@ async def sweep(
 
 
 def meets_slo(row: dict[str, Any], recipe: Any, itl_slo_side: str = "client") -> bool:
-    checks = (("client_ttft_p95_s", recipe.slo.ttft_p95_s), (f"{itl_slo_side}_itl_p95_s", recipe.slo.itl_p95_s),
-              ("client_e2e_p95_s", recipe.slo.e2e_p95_s))  # fmt: skip
+    # Row keys are "<side>_<slo key>", e.g. client_ttft_p95_s; ITL may be judged engine-side.
+    checks = [
+        (f"{itl_slo_side if slo.signal == 'itl_seconds' else 'client'}_{slo.key}", recipe.slo.limit(slo.key))
+        for slo in SLOS
+    ]
     values = [(row.get(key, math.nan), limit) for key, limit in checks]
     return all(not math.isnan(value) and value <= limit for value, limit in values) and row["failed"] == 0
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import enginescope.dashboard
 from enginescope.cli import CliError
+from enginescope.collectors.signals import SLOS
 
 HELP = "Open the incident dashboard (Streamlit) on a store folder."
 APP = Path(next(iter(enginescope.dashboard.__path__))) / "app.py"
-SLO_FLAGS = ("ttft_p95_s", "itl_p95_s", "e2e_p95_s")
+SLO_FLAGS = tuple(slo.key for slo in SLOS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

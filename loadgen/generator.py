@@ -180,6 +180,17 @@ class RequestMix:
     prompt: LogNormalTokens
     output: LogNormalTokens
     name: str = "custom"
+    # Traffic classes ``((value, weight), ...)``: each request draws one and sends it as SGLang's
+    # custom-labels header ``x-custom-labels: {"<class_label>": "<value>"}``; () sends no header.
+    classes: tuple[tuple[str, float], ...] = ()
+    class_label: str = "task"
+
+    def sample_class(self, rng: random.Random) -> str:
+        """One request's traffic class ("" when the mix has none)."""
+        if not self.classes:
+            return ""
+        names, weights = zip(*self.classes, strict=True)
+        return rng.choices(names, weights)[0]
 
 
 # ShareGPT conversations: heavy-tailed, median prompt ~1-2 hundred tokens, similar outputs.
@@ -214,6 +225,7 @@ class RequestResult:
     output_tokens: int = 0
     attempts: int = 0
     error: str = ""
+    traffic_class: str = ""  # the custom label sent (RequestMix.classes), "" for none
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, separators=(",", ":"))
@@ -290,20 +302,24 @@ class LoadGenerator:
         return next_arrival_s(self.pattern, after_s, self._rng, duration_s)
 
     async def _one(self, scheduled_s: float) -> None:
-        prompt_tokens = self.mix.prompt.sample(self._rng)
+        mix = self.mix
+        prompt_tokens = mix.prompt.sample(self._rng)
+        traffic_class = mix.sample_class(self._rng)
         request = OpenAIRequest(
             model=self.config.model,
             prompt=make_prompt(prompt_tokens, self._rng),
-            max_tokens=self.mix.output.sample(self._rng),
+            max_tokens=mix.output.sample(self._rng),
             api=self.config.api,
             stream=self.config.stream,
             ignore_eos=self.config.ignore_eos,
             api_key=self.config.api_key,
             headers=self.config.headers,
+            custom_labels=((mix.class_label, traffic_class),) if traffic_class else (),
         )
         result = RequestResult(
             f"req-{next(self._ids)}", scheduled_s, time.time(), prompt_tokens, request.max_tokens
         )
+        result.traffic_class = traffic_class
         self.in_flight += 1
         try:
             await self._attempts(request, result)

@@ -16,6 +16,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+# SGLang's --tokenizer-metrics-custom-labels-header default: a JSON object of label -> value.
+CUSTOM_LABELS_HEADER = "x-custom-labels"
+
 
 class ClientError(Exception):
     """The endpoint answered badly (status, framing, JSON); the message names the URL."""
@@ -31,6 +34,7 @@ class OpenAIRequest:
     ignore_eos: bool = True
     api_key: str = ""
     headers: tuple[tuple[str, str], ...] = ()  # extra request headers (e.g. Modal-Key/Modal-Secret)
+    custom_labels: tuple[tuple[str, str], ...] = ()  # sent as SGLang's x-custom-labels JSON header
 
     def path(self) -> str:
         return "/v1/chat/completions" if self.api == "chat" else "/v1/completions"
@@ -65,6 +69,8 @@ async def send_request(base_url: str, request: OpenAIRequest) -> Response:
     headers = {"Content-Type": "application/json", **dict(request.headers)}
     if request.api_key:
         headers["Authorization"] = f"Bearer {request.api_key}"
+    if request.custom_labels:
+        headers[CUSTOM_LABELS_HEADER] = json.dumps(dict(request.custom_labels))
     status, body = await http_request("POST", url, headers, request.body())
     try:
         if status != 200:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from enginescope.collectors.signals import SLO_SIGNALS
+
 
 class RecipeError(ValueError):
     """A recipe file that cannot be used; the message names the file and the field."""
@@ -99,9 +101,17 @@ class ServerSpec:
 
 @dataclass(frozen=True)
 class SloSpec:
+    """Field names are the registry's SLO keys (``enginescope.collectors.signals.SLOS``)."""
+
     ttft_p95_s: float
     itl_p95_s: float
     e2e_p95_s: float
+
+    def limit(self, key: str) -> float:
+        """The bound for an SLO key, in seconds."""
+        if key not in SLO_SIGNALS:
+            raise KeyError(f"unknown SLO key {key!r}; known: {', '.join(SLO_SIGNALS)}")
+        return float(getattr(self, key))
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from enginescope.collectors.signals import SLOS
 from enginescope.recipes.specs import (
     AutoscalingSpec,
     EngineSpec,
@@ -313,11 +314,7 @@ def _server(t: _Table) -> ServerSpec:
 
 
 def _slo(t: _Table) -> SloSpec:
-    spec = SloSpec(
-        ttft_p95_s=t.float("ttft_p95_s", _REQUIRED),
-        itl_p95_s=t.float("itl_p95_s", _REQUIRED),
-        e2e_p95_s=t.float("e2e_p95_s", _REQUIRED),
-    )
+    spec = SloSpec(**{slo.key: t.float(slo.key, _REQUIRED) for slo in SLOS})
     if spec.e2e_p95_s < spec.ttft_p95_s:
         raise t.error("e2e_p95_s", f"must be >= ttft_p95_s (got {spec.e2e_p95_s} < {spec.ttft_p95_s})")
     t.done()

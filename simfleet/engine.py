@@ -11,7 +11,8 @@ Public API (times are engine-clock seconds unless the name says epoch)::
     engine = SimEngine(profile=DEFAULT, name="replica-0", seed=0, clock=None,
                        export_dir=None, groundtruth=None)
         clock=None: virtual clock moved only by step()/advance_to() (deterministic tests);
-        clock=time.monotonic: real time, driven by ``await engine.run(tick_s=0.025)``.
+        clock=time.monotonic: real time, driven by ``await engine.run(tick_s=0.025)``, which wakes
+        at every iteration end (tokens stream per decode step) and at least every tick_s.
     engine.step(dt_s) / engine.advance_to(t_s)   run every scheduler iteration that ends by then
     await engine.run(tick_s)                      real-time driver; sleeps ~1 s when idle; stop: close()
     engine.submit(prompt_tokens, max_new_tokens=None, output_tokens=None, stream=False,
@@ -59,8 +60,11 @@ from enginescope.simfleet.profile import DEFAULT, EngineProfile, ProfileError
 from enginescope.simfleet.request_export import RequestExporter, abort_record, finished_record
 from enginescope.simfleet.scheduler import NON_STREAM_OUTPUT_INTERVAL, SchedulerRank
 from enginescope.simfleet.sim_request import WAITING_TIMEOUT_MESSAGE, OutputEvent, SimRequest
+from enginescope.simfleet.spec_decode import request_offset
 
 __all__ = ["EngineState", "EngineUnavailable", "SimEngine"]
+
+_MIN_SLEEP_S = 0.0002  # never spin: the loop also serves HTTP and the sidecars
 
 
 class SimEngine(EngineLoadFigures):
@@ -83,6 +87,7 @@ class SimEngine(EngineLoadFigures):
         self._horizon_s = clock() if clock else 0.0
         self.epoch_offset_s = time.time() - self._horizon_s
         self.spec_accept_length = profile.spec_accept_length
+        self.class_accept_lengths: dict[tuple[str, str], float] = {}  # (label, value) -> mean length
         self.prefix_cache_hit_ratio = profile.prefix_cache_hit_ratio
         self.speed_factor = 1.0
         self.exporter = RequestExporter(export_dir) if export_dir else None
@@ -164,11 +169,30 @@ class SimEngine(EngineLoadFigures):
 
     # ---- knobs ---------------------------------------------------------------------------------
     def set_spec_accept_length(self, accept_length: float) -> None:
-        p = self.profile
-        limit = min(p.spec_num_steps + 1, p.spec_num_draft_tokens)
+        self.spec_accept_length = self._checked_length(accept_length)
+
+    def set_class_accept_length(self, label: str, value: str, accept_length: float) -> None:
+        """Mean acceptance of one traffic class (requests whose custom label ``label`` is ``value``)."""
+        self.class_accept_lengths[(label, value)] = self._checked_length(accept_length)
+
+    def _checked_length(self, accept_length: float) -> float:
+        limit = self.profile.spec_max_accept_tokens
         if not 1.0 <= accept_length <= limit:
             raise ProfileError(f"spec accept length must be within 1..{limit}, got {accept_length!r}")
-        self.spec_accept_length = float(accept_length)
+        return float(accept_length)
+
+    @property
+    def spec_enabled(self) -> bool:
+        """Speculation runs when the engine or any traffic class accepts more than one token/step."""
+        return self.spec_accept_length > 1.0
+
+    def accept_length_for(self, req: SimRequest) -> float:
+        """The mean acceptance of ``req``'s traffic class (the engine's own when it has none)."""
+        for item in (req.custom_labels or {}).items():
+            found = self.class_accept_lengths.get(item)
+            if found is not None:
+                return found
+        return self.spec_accept_length
 
     def set_prefix_cache_hit_ratio(self, ratio: float) -> None:
         if not 0.0 <= ratio <= 1.0:
@@ -194,6 +218,7 @@ class SimEngine(EngineLoadFigures):
         sink: Callable[[OutputEvent], None] | None = None,
         structured: bool = False,
         ignore_eos: bool = False,
+        custom_labels: dict[str, str] | None = None,
     ) -> SimRequest:
         prompt_tokens, max_new_tokens = check_admission(
             self.state, self.profile, prompt_tokens, max_new_tokens
@@ -216,6 +241,8 @@ class SimEngine(EngineLoadFigures):
             sink=sink,
             structured=structured,
             dp_rank=next(self._dp_cycle),
+            custom_labels=dict(custom_labels) if custom_labels else None,
+            spec_offset=request_offset(self._rng, self.profile.spec_request_sigma),
         )
         req.params = {"received_time": now, **(sampling or {})}
         req.cached_tokens = sample_cached_tokens(self._rng, self.prefix_cache_hit_ratio, prompt_tokens)
@@ -228,14 +255,14 @@ class SimEngine(EngineLoadFigures):
 
     def sample_accepted_tokens(self, req: SimRequest, room: int) -> int:
         """Tokens one verify step emits for ``req`` (accepted drafts + bonus), mean = accept length."""
-        return sample_accepted_tokens(self._rng, self.profile, self.spec_accept_length, req, room)
+        return sample_accepted_tokens(self._rng, self.profile, self.accept_length_for(req), req, room)
 
     def abort(self, rid: str) -> bool:
         req = self._requests.pop(rid, None)
         if req is None or not self.ranks:
             return False
         self.ranks[req.dp_rank].abort(req)
-        self.metrics.request_aborted()
+        self.metrics.request_aborted(req)
         return True
 
     # ---- callbacks from the schedulers (tokenizer-manager side) --------------------------------
@@ -249,7 +276,7 @@ class SimEngine(EngineLoadFigures):
             self.metrics.first_token(req, t - req.created_s)
         elif req.stream or finish or pending >= NON_STREAM_OUTPUT_INTERVAL:
             interval = t - req.last_output_s
-            self.metrics.output_chunk(interval, pending)
+            self.metrics.output_chunk(req, interval, pending)
             req.itl_chunks.append((interval, pending))
             req.last_output_s = t
         else:
@@ -287,7 +314,7 @@ class SimEngine(EngineLoadFigures):
         req.aborted = True
         req.finished_s = t
         req.finish_reason = {"type": "abort", "status_code": status, "message": message}
-        self.metrics.request_aborted()
+        self.metrics.request_aborted(req)
         if self.exporter:
             self.exporter.write(abort_record(req, self), self.epoch(t))
         if self.groundtruth is not None:
@@ -338,6 +365,14 @@ class SimEngine(EngineLoadFigures):
             )
             self._cpu = {"last_s": t_s, "requests": 0, "tokens": 0}
 
+    def _until_next_iteration_s(self, tick_s: float) -> float:
+        """Sleep until the next scheduler iteration ends, so its tokens leave when they are decoded
+        (per decode step, per accepted block with speculation), as SGLang streams them."""
+        ends = [rank.next_end_s for rank in self.ranks if rank.next_end_s is not None]
+        if not ends or self._clock is None:
+            return tick_s
+        return min(tick_s, max(_MIN_SLEEP_S, min(ends) - self._clock()))
+
     def _busy(self) -> bool:
         return any(rank.busy for rank in self.ranks)
 
@@ -355,7 +390,7 @@ class SimEngine(EngineLoadFigures):
             if self.state is EngineState.STARTING:
                 await asyncio.sleep(min(0.25, max(tick_s, self.ready_s - self._clock())))
             elif self._busy():
-                await asyncio.sleep(tick_s)
+                await asyncio.sleep(self._until_next_iteration_s(tick_s))
             else:
                 self._wake.clear()
                 try:

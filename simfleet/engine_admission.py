@@ -13,6 +13,7 @@ import random
 
 from enginescope.simfleet.profile import EngineProfile
 from enginescope.simfleet.sim_request import SimRequest
+from enginescope.simfleet.spec_decode import sample_accepted_drafts, shifted, solve_q
 
 _OUTPUT_LEN_SIGMA = 0.8  # lognormal spread of sampled output lengths (ShareGPT-like)
 _CACHE_HIT_SIGMA = 0.12  # spread of one request's prefix-cache share around the engine ratio
@@ -76,13 +77,15 @@ def sample_cached_tokens(rng: random.Random, hit_ratio: float, prompt_tokens: in
 def sample_accepted_tokens(
     rng: random.Random, profile: EngineProfile, accept_length: float, req: SimRequest, room: int
 ) -> int:
-    """Tokens one verify step emits for ``req`` (accepted drafts + bonus), mean = ``accept_length``.
+    """Tokens one verify step emits for ``req`` (accepted drafts + bonus), chain acceptance.
 
+    ``accept_length`` is the mean of the request's class; the request's own logit offset shifts it.
     Also records the step in the request's speculative-decoding counters.
     """
-    drafts = min(profile.spec_num_steps + 1, profile.spec_num_draft_tokens) - 1
-    accept_p = (accept_length - 1.0) / drafts
-    tokens = min(room, 1 + sum(1 for _ in range(drafts) if rng.random() < accept_p))
+    drafts = profile.spec_drafts
+    q = shifted(solve_q(accept_length, drafts, profile.spec_accept_decay), req.spec_offset)
+    accepted = sample_accepted_drafts(rng, q, drafts, profile.spec_accept_decay)
+    tokens = max(1, min(room, 1 + accepted))
     if not req.spec_drafts_histogram:
         req.spec_drafts_histogram = [0] * profile.spec_num_draft_tokens
     req.spec_verify_ct += 1

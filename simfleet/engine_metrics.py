@@ -59,6 +59,9 @@ class EngineMetrics:
             s: LabelSet({**tok, "is_streaming": "true" if s else "false"}) for s in (True, False)
         }
         self._cache: dict[tuple[str, tuple[tuple[str, str], ...]], LabelSet] = {}
+        # --tokenizer-metrics-allowed-custom-labels: these x-custom-labels keys label tokenizer series
+        allowed = profile.tokenizer_metrics_allowed_custom_labels.split(",")
+        self.allowed_custom = tuple(name.strip() for name in allowed if name.strip())
         self.groups: list[list[RankLabels]] = [self._group_ranks(dp) for dp in range(profile.dp_size)]
 
     def _group_ranks(self, dp_rank: int) -> list[RankLabels]:
@@ -240,42 +243,50 @@ class EngineMetrics:
                 self.reg.inc(stage, self.ls(b, category=category, forward_overlap="none"), overhead_s * share)
 
     # ---- tokenizer side ------------------------------------------------------------------------
-    def first_token(self, req: SimRequest, ttft_s: float) -> None:
-        self.reg.observe("sglang:time_to_first_token_seconds", self.tok_stream[req.stream], ttft_s)
+    def tok_labels(self, req: SimRequest | None, streaming: bool | None = None) -> LabelSet:
+        """Tokenizer labels of ``req``: + is_streaming when given, + every allowed custom label
+        (its value from the request's x-custom-labels header, "" when absent, as SGLang does)."""
+        base = self.tok if streaming is None else self.tok_stream[streaming]
+        if not self.allowed_custom:
+            return base
+        labels = (req.custom_labels or {}) if req is not None else {}
+        return self.ls(base, **{name: labels.get(name, "") for name in self.allowed_custom})
 
-    def output_chunk(self, interval_s: float, new_tokens: int) -> None:
+    def first_token(self, req: SimRequest, ttft_s: float) -> None:
+        self.reg.observe("sglang:time_to_first_token_seconds", self.tok_labels(req, req.stream), ttft_s)
+
+    def output_chunk(self, req: SimRequest, interval_s: float, new_tokens: int) -> None:
         self.reg.observe(
             "sglang:inter_token_latency_seconds",
-            self.tok,
+            self.tok_labels(req),
             interval_s / new_tokens,
             count=new_tokens,
             sum_add=interval_s,
         )
 
     def request_finished(self, req: SimRequest, e2e_s: float, tpot_s: float | None) -> None:
-        labels = self.tok_stream[req.stream]
+        labels = self.tok_labels(req, req.stream)
+        tok = self.tok_labels(req)
         self.reg.observe("sglang:e2e_request_latency_seconds", labels, e2e_s)
         if tpot_s is not None:
             self.reg.observe("sglang:request_time_per_output_token_seconds", labels, tpot_s)
-        self.reg.observe("sglang:prompt_tokens_histogram", self.tok, req.prompt_tokens)
+        self.reg.observe("sglang:prompt_tokens_histogram", tok, req.prompt_tokens)
         self.reg.observe(
-            "sglang:uncached_prompt_tokens_histogram", self.tok, req.prompt_tokens - req.cached_tokens
+            "sglang:uncached_prompt_tokens_histogram", tok, req.prompt_tokens - req.cached_tokens
         )
-        self.reg.observe("sglang:generation_tokens_histogram", self.tok, req.output_tokens)
+        self.reg.observe("sglang:generation_tokens_histogram", tok, req.output_tokens)
         self.reg.inc("sglang:prompt_tokens_total", labels, req.prompt_tokens)
         self.reg.inc("sglang:generation_tokens_total", labels, req.output_tokens)
         self.reg.inc("sglang:num_requests_total", labels)
         if req.cached_tokens:
-            self.reg.inc(
-                "sglang:cached_tokens_total", self.ls(self.tok, cache_source="device"), req.cached_tokens
-            )
+            self.reg.inc("sglang:cached_tokens_total", self.ls(tok, cache_source="device"), req.cached_tokens)
         if req.structured:
-            self.reg.inc("sglang:num_so_requests_total", self.tok)
+            self.reg.inc("sglang:num_so_requests_total", tok)
         if req.spec_verify_ct:
-            self.reg.inc("sglang:spec_verify_calls_total", self.tok, req.spec_verify_ct)
+            self.reg.inc("sglang:spec_verify_calls_total", tok, req.spec_verify_ct)
 
-    def request_aborted(self) -> None:
-        self.reg.inc("sglang:num_aborted_requests_total", self.tok)
+    def request_aborted(self, req: SimRequest | None = None) -> None:
+        self.reg.inc("sglang:num_aborted_requests_total", self.tok_labels(req))
 
     def process_cpu(self, tokenizer_s: float, detokenizer_s: float) -> None:
         empty = LabelSet({})

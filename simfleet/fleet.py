@@ -104,6 +104,11 @@ class FleetConfig:
     simulate_gpus: bool = True  # one SimulatedNvml per replica, fed to its sidecar
     gpu_spec: Any | None = None  # enginescope.simfleet.nvml.SimGpuSpec override (e.g. fast thermals)
     seed: int = 0
+    # Each engine writes SGLang's per-request export to <store>/requestlog/<replica>/ and its
+    # sidecar tails it into the ``requests`` table (exact quantiles, slowest requests).
+    request_log: bool = True
+    # Keep the non-content request parameters (custom_labels: the traffic class) in requests.params.
+    store_request_params: bool = True
 
 
 class Fleet:
@@ -296,6 +301,7 @@ class Fleet:
             name=identity.replica,
             seed=self._rng.getrandbits(32),
             clock=time.monotonic,
+            export_dir=self._request_log_dir(identity.replica),
             groundtruth=groundtruth,
         )
         server = await serve(engine, self.config.host, self._next_port())
@@ -306,6 +312,11 @@ class Fleet:
             replica.nvml = self._nvml(replica) if self.config.simulate_gpus else None
             replica.sidecar = self._sidecar(replica)
         return replica
+
+    def _request_log_dir(self, replica: str) -> Path | None:
+        if self.config.store_dir is None or not self.config.request_log:
+            return None
+        return self.config.store_dir / "requestlog" / replica
 
     def _nvml(self, replica: Replica) -> Any:
         from enginescope.simfleet.nvml import SimGpuSpec, SimulatedNvml
@@ -332,6 +343,8 @@ class Fleet:
             gpu_type=identity.gpu_type,
             cloud_provider=identity.cloud_provider,
             nvml=replica.nvml,
+            request_log_dir=self._request_log_dir(identity.replica),
+            store_request_params=self.config.store_request_params,
         )
         return Sidecar(config)
 

@@ -15,8 +15,10 @@ Iteration-time model (per scheduler iteration, all divided by the runtime speed 
     decode_s  = decode_step_base_s + decode_step_per_seq_s * batch * verify_width
                 + decode_step_per_kv_token_s * sum(context lengths)
     prefill_s = chunk_tokens / prefill_tokens_per_s          (shares the iteration with decode)
-    spec adds   spec_verify_overhead * decode_step_base_s     (draft passes), verify_width =
-                spec_num_draft_tokens; each verify step emits spec_accept_length tokens per seq.
+    spec:       decode_step_base_s * (1 + spec_verify_overhead)      (draft passes)
+                + batch * (decode_step_per_seq_s + spec_verify_token_s * (verify_width - 1))
+                verify_width = spec_num_draft_tokens; each verify step emits a chain-accepted
+                number of tokens per sequence (mean spec_accept_length; simfleet.spec_decode).
 
 Calibration of DEFAULT (serving-benchmarks.md and the 0.5.23 single-GPU fixture): batch-1 decode
 is 6.3 ms/token (158 tok/s, the published no-speculation number for Llama-3.1-8B on one H100);
@@ -32,6 +34,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
+
+from enginescope.simfleet.spec_decode import SPEC_METHODS, drafts_per_step
 
 
 class ProfileError(ValueError):
@@ -70,16 +74,23 @@ class EngineProfile:
     new_token_ratio_init: float = 0.7
     new_token_ratio_min: float = 0.098
     new_token_ratio_decay_steps: int = 600
-    # speculative decoding (spec_accept_length 1.0 = off)
-    spec_accept_length: float = 1.0
+    # speculative decoding (spec_accept_length 1.0 = off); acceptance model in simfleet.spec_decode
+    spec_accept_length: float = 1.0  # mean tokens per verify step (accepted drafts + bonus)
+    spec_method: str = "EAGLE"  # EAGLE | EAGLE3 | MTP (chain of num_steps) | DFLASH (one block)
     spec_num_steps: int = 3
-    spec_num_draft_tokens: int = 4
-    spec_verify_overhead: float = 0.35
+    spec_num_draft_tokens: int = 4  # DFLASH: the block size
+    spec_verify_overhead: float = 0.35  # drafting + verify bookkeeping, x decode_step_base_s
+    spec_verify_token_s: float = 0.00005  # compute of each extra verified token per sequence
+    spec_accept_decay: float = 1.0  # conditional acceptance x this per deeper draft position
+    spec_request_sigma: float = 0.3  # spread of one request's acceptance (logit scale)
     # request shape defaults
     output_tokens_mean: int = 256
     chars_per_token: float = 4.0
     extra_prompt_tokens: int = 0
     request_waiting_timeout_s: float = 0.0
+    # --tokenizer-metrics-allowed-custom-labels: comma-separated x-custom-labels keys that become
+    # labels of the tokenizer's request metrics ("" = none, SGLang's default)
+    tokenizer_metrics_allowed_custom_labels: str = ""
     # cold start, in launch order (fixture: scheduler ready after 38.6 s, server after 45.2 s)
     scheduler_init_other_s: float = 20.49  # process spawn, imports, NCCL/distributed init
     weight_load_s: float = 4.87
@@ -94,6 +105,16 @@ class EngineProfile:
     @property
     def spec_enabled(self) -> bool:
         return self.spec_accept_length > 1.0
+
+    @property
+    def spec_drafts(self) -> int:
+        """Draft positions one verify step checks."""
+        return drafts_per_step(self.spec_method, self.spec_num_steps, self.spec_num_draft_tokens)
+
+    @property
+    def spec_max_accept_tokens(self) -> int:
+        """Most tokens one verify step can emit (every draft accepted + the bonus token)."""
+        return self.spec_drafts + 1
 
     @property
     def num_scheduler_ranks(self) -> int:
@@ -148,7 +169,7 @@ def get_profile(name: Any, source: str = "profile") -> EngineProfile:
 def _coerce(source: str, key: str, type_name: Any, value: Any) -> Any:
     type_name = str(type_name)
     if type_name == "str":
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or (not value and key not in _MAY_BE_EMPTY):
             raise ProfileError(f"{source}: {key} must be a non-empty string, got {value!r}")
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -160,6 +181,7 @@ def _coerce(source: str, key: str, type_name: Any, value: Any) -> Any:
     return float(value)
 
 
+_MAY_BE_EMPTY = ("tokenizer_metrics_allowed_custom_labels",)
 _POSITIVE = (
     "gpu_memory_gb",
     "tp_size",
@@ -188,6 +210,8 @@ _NON_NEGATIVE = (
     "weight_memory_gb",
     "graph_memory_gb",
     "spec_verify_overhead",
+    "spec_request_sigma",
+    "spec_verify_token_s",
     "extra_prompt_tokens",
     "request_waiting_timeout_s",
     "scheduler_init_other_s",
@@ -197,7 +221,7 @@ _NON_NEGATIVE = (
     "draft_cuda_graph_capture_s",
     "server_warmup_s",
 )
-_RATIOS = ("prefix_cache_hit_ratio", "new_token_ratio_init", "new_token_ratio_min")
+_RATIOS = ("prefix_cache_hit_ratio", "new_token_ratio_init", "new_token_ratio_min", "spec_accept_decay")
 
 
 def _validate(p: EngineProfile) -> None:
@@ -214,11 +238,17 @@ def _validate(p: EngineProfile) -> None:
     for name in _RATIOS:
         if not 0.0 <= getattr(p, name) <= 1.0:
             raise ProfileError(f"{name} must be within 0..1, got {getattr(p, name)!r}")
-    max_accept = float(min(p.spec_num_steps + 1, p.spec_num_draft_tokens))
+    if p.spec_method not in SPEC_METHODS:
+        raise ProfileError(f"spec_method must be one of {', '.join(SPEC_METHODS)}, got {p.spec_method!r}")
+    max_accept = float(p.spec_max_accept_tokens)
     if not 1.0 <= p.spec_accept_length <= max_accept:
+        bound = (
+            "the DFLASH block"
+            if p.spec_method == "DFLASH"
+            else "spec_num_steps + 1 and spec_num_draft_tokens"
+        )
         raise ProfileError(
-            f"spec_accept_length must be within 1..{max_accept:g} (spec_num_steps + 1 and "
-            f"spec_num_draft_tokens bound it), got {p.spec_accept_length!r}"
+            f"spec_accept_length must be within 1..{max_accept:g} ({bound} bound it), got {p.spec_accept_length!r}"
         )
     if p.new_token_ratio_min > p.new_token_ratio_init:
         raise ProfileError("new_token_ratio_min must not exceed new_token_ratio_init")
@@ -264,6 +294,7 @@ PROFILES: dict[str, EngineProfile] = {
         weight_memory_gb=29.8,
         graph_memory_gb=2.4,
         spec_accept_length=2.8,
+        spec_method="EAGLE",
         spec_num_steps=3,
         spec_num_draft_tokens=4,
         spec_verify_overhead=0.35,
@@ -273,6 +304,48 @@ PROFILES: dict[str, EngineProfile] = {
         kv_cache_allocation_s=3.5,
         server_warmup_s=9.0,
         scheduler_init_other_s=45.0,
+    ),
+    # EAGLE-3 on the calibration model: SGLang's docs run Llama-3.1-8B with a 5-step draft; a chain
+    # (topk 1) of 5 drafts accepting ~3.5 tokens/step reproduces the published 2.36x at batch 1.
+    "llama-8b-h100-eagle3": dataclasses.replace(
+        DEFAULT,
+        spec_method="EAGLE3",
+        spec_accept_length=3.5,
+        spec_num_steps=5,
+        spec_num_draft_tokens=6,
+        spec_verify_overhead=0.35,
+        draft_cuda_graph_capture_s=12.1,
+    ),
+    # Qwen3-8B with a 1-step MTP head (MTP-style chain of 1 draft + bonus).
+    "qwen3-8b-h100-mtp": dataclasses.replace(
+        DEFAULT,
+        model_name="Qwen/Qwen3-8B",
+        kv_bytes_per_token=147456,
+        kv_capacity_tokens=388000,
+        weight_memory_gb=16.4,
+        spec_method="MTP",
+        spec_accept_length=1.85,
+        spec_num_steps=1,
+        spec_num_draft_tokens=2,
+        spec_verify_overhead=0.08,
+        draft_cuda_graph_capture_s=4.0,
+    ),
+    # DFlash: one drafter pass proposes a 16-token block (arXiv 2602.06036); the drafter is a few
+    # layers of the target's width, so one pass costs ~40 % of a target decode step; acceptance
+    # falls along the block (decay) and averages ~4.6 tokens/verify on chat traffic.
+    "qwen3-8b-h100-dflash": dataclasses.replace(
+        DEFAULT,
+        model_name="Qwen/Qwen3-8B",
+        kv_bytes_per_token=147456,
+        kv_capacity_tokens=380000,
+        weight_memory_gb=17.4,
+        spec_method="DFLASH",
+        spec_accept_length=4.6,
+        spec_num_steps=1,
+        spec_num_draft_tokens=16,
+        spec_verify_overhead=0.40,
+        spec_accept_decay=0.97,
+        draft_cuda_graph_capture_s=9.0,
     ),
     # Vision-language: image tokens inflate prompts and the vision tower slows prefill.
     "vlm-7b-h100": EngineProfile(

@@ -81,6 +81,7 @@ def request_parameters(req: SimRequest) -> dict[str, Any]:
         "return_routed_experts": False,
         "routed_experts_start_len": 0,
         "return_indexer_topk": False,
+        **({"custom_labels": dict(req.custom_labels)} if req.custom_labels else {}),
         "background": False,
         "require_reasoning": False,
         "no_logs": False,

@@ -50,6 +50,7 @@ class SchedulerRank:
         self.waiting: collections.deque[SimRequest] = collections.deque()
         self.decoding: list[SimRequest] = []
         self.chunked: SimRequest | None = None
+        self.next_end_s: float | None = None  # end of the iteration in flight (None: idle)
         self.kv_used = 0
         self.kv_evictable = 0
         self.new_token_ratio = self.p.new_token_ratio_init
@@ -72,6 +73,7 @@ class SchedulerRank:
 
     # ---- driving -------------------------------------------------------------------------------
     def advance_to(self, horizon_s: float) -> None:
+        self.next_end_s = None
         while True:
             self._expire_waiting()
             plan = self._plan()
@@ -88,6 +90,7 @@ class SchedulerRank:
                     return
                 continue
             if self.now_s + plan.duration_s > horizon_s:
+                self.next_end_s = self.now_s + plan.duration_s  # the real-time driver wakes then
                 return
             self._commit(plan)
 
@@ -150,11 +153,12 @@ class SchedulerRank:
         batch = len(self.decoding)
         seconds = prefill_tokens / p.prefill_tokens_per_s
         if batch:
-            spec = engine.spec_accept_length > 1.0
-            width = p.spec_num_draft_tokens if spec else 1
+            spec = engine.spec_enabled
+            extra_width = p.spec_num_draft_tokens - 1 if spec else 0
             base = p.decode_step_base_s * (1.0 + p.spec_verify_overhead if spec else 1.0)
             context = sum(r.kv_tokens for r in self.decoding)
-            seconds += base + p.decode_step_per_seq_s * batch * width + p.decode_step_per_kv_token_s * context
+            per_seq = p.decode_step_per_seq_s + p.spec_verify_token_s * extra_width
+            seconds += base + per_seq * batch + p.decode_step_per_kv_token_s * context
         elif prefill_tokens:
             seconds += p.decode_step_base_s  # fixed cost of a forward pass
         return seconds / engine.speed_factor
@@ -182,7 +186,7 @@ class SchedulerRank:
             self.engine.on_waiting_timeout(req, req.scheduler_arrival_s + timeout_s)
 
     def _retract_if_needed(self) -> None:
-        step_tokens = math.ceil(self.engine.spec_accept_length)
+        step_tokens = self.p.spec_max_accept_tokens if self.engine.spec_enabled else 1
         if len(self.decoding) * step_tokens <= self.p.kv_capacity_tokens - self.kv_used:
             return
         victims: list[SimRequest] = []
@@ -289,7 +293,7 @@ class SchedulerRank:
         if not batch:
             return 0
         engine = self.engine
-        spec = engine.spec_accept_length > 1.0
+        spec = engine.spec_enabled
         produced = 0
         grants = []
         for req in batch:
@@ -354,7 +358,7 @@ class SchedulerRank:
         self._window_start_s, self._window_decode_tokens = self.now_s, 0
         report["decode_sum_seq_lens"] = sum(r.kv_tokens for r in batch)
         spec, p = self._spec, self.p
-        if self.engine.spec_accept_length > 1.0 and spec["verify"]:
+        if self.engine.spec_enabled and spec["verify"]:
             report["spec_accept_length"] = spec["accepted"] / spec["verify"]
             report["spec_accept_rate"] = spec["correct"] / (spec["verify"] * (p.spec_num_draft_tokens - 1))
             report["spec_num_steps"] = p.spec_num_steps

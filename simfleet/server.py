@@ -9,8 +9,9 @@ chunk). Prompt tokens are estimated from text length (``chars_per_token``) unles
 ``max_tokens``; ``ignore_eos`` runs to ``max_tokens``). A crashed engine closes the port (connection
 refused) and drops open connections; it listens again on restart.
 
-Streamed chunks leave when the engine's tick processes them (every ~25 ms), so client-side ITL is
-burstier than the engine-side ITL that SGLang's histograms (and ground truth) record.
+Streamed chunks leave when the engine's scheduler iteration that produced them ends (one chunk per
+decode step, one per accepted block with speculative decoding), as SGLang streams them, so a client
+measures the engine's ITL plus its own event-loop delay.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from enginescope.simfleet.sgl_families import HTTP_ENDPOINTS
 from enginescope.simfleet.sim_request import OutputEvent
 
 _MAX_HEADER_BYTES = 65536
+CUSTOM_LABELS_HEADER = "x-custom-labels"  # --tokenizer-metrics-custom-labels-header default
 _MAX_BODY_BYTES = 32 << 20
 _WORDS = ("the", " engine", " serves", " tokens", " quickly", ",", " and", " then", " it", " stops", ".")
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
@@ -156,7 +158,7 @@ class EngineServer:
             return 200
         if path == "/health_generate":
             request = {"sim_prompt_tokens": 8, "sim_output_tokens": 1, "max_tokens": 1}
-            await self._completion(request, "/health_generate", writer, keep_alive, health=True)
+            await self._completion(request, "/health_generate", writer, keep_alive, {}, health=True)
             return 200
         if path in ("/v1/completions", "/v1/chat/completions"):
             if method != "POST":
@@ -167,7 +169,7 @@ class EngineServer:
                 raise HttpError(400, f"invalid JSON body: {exc}") from None
             if not isinstance(request, dict):
                 raise HttpError(400, "request body must be a JSON object")
-            return await self._completion(request, path, writer, keep_alive)
+            return await self._completion(request, path, writer, keep_alive, _custom_labels(headers))
         raise HttpError(404, "Not Found")
 
     # ---- completions ---------------------------------------------------------------------------
@@ -197,6 +199,7 @@ class EngineServer:
         path: str,
         writer: asyncio.StreamWriter,
         keep_alive: bool,
+        custom_labels: dict[str, str],
         health: bool = False,
     ) -> int:
         chat = path == "/v1/chat/completions"
@@ -223,6 +226,7 @@ class EngineServer:
                 if isinstance(request.get("response_format"), dict)
                 else False,
                 ignore_eos=bool(request.get("ignore_eos", False)),
+                custom_labels=custom_labels,
             )
         except EngineUnavailable as exc:
             if exc.status is None:
@@ -306,6 +310,21 @@ class EngineServer:
 async def _write_chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
     writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
     await writer.drain()
+
+
+def _custom_labels(headers: dict[str, str]) -> dict[str, str]:
+    """SGLang's ``x-custom-labels`` header: a JSON object of string labels; anything else is ignored
+    (SGLang logs and drops a malformed header rather than failing the request)."""
+    raw = headers.get(CUSTOM_LABELS_HEADER)
+    if not raw:
+        return {}
+    try:
+        labels = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(labels, dict):
+        return {}
+    return {str(k): str(v) for k, v in labels.items() if isinstance(v, str | int | float)}
 
 
 def _error_body(status: int, message: str) -> dict[str, Any]:

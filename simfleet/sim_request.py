@@ -37,6 +37,8 @@ class SimRequest:
     sink: Callable[[OutputEvent], None] | None = None
     structured: bool = False
     dp_rank: int = 0
+    custom_labels: dict[str, str] | None = None  # x-custom-labels header (traffic class, e.g. task)
+    spec_offset: float = 0.0  # this request's acceptance offset (logit scale), drawn once
     # scheduler state
     cached_tokens: int = 0  # prefix-cache hit decided at first admission
     prefill_target: int = 0  # tokens the current prefill must cover (prompt + output after retraction)

@@ -85,6 +85,7 @@ EVENTS = pa.schema(
         pa.field("kind", pa.string()),
         pa.field("detail", pa.string()),
         pa.field("replica_count", pa.int32()),
+        pa.field("attributes", pa.string()),  # JSON object of the event's structured facts
     ]
 )
 GPU_BASE = pa.schema(COMMON_FIELDS + [pa.field("gpu_uuid", pa.string()), pa.field("gpu_index", pa.int32())])
@@ -122,6 +123,9 @@ REQUEST_COLUMNS: dict[str, pa.DataType] = {
     "is_streaming": pa.bool_(),
     "weight_version": pa.string(),
     "params": pa.string(),  # JSON, only with the tailer's opt-in store_params
+    "spec_correct_drafts_histogram": pa.list_(pa.int64()),  # index = drafts accepted in a verify step
+    "custom_labels": pa.string(),  # JSON of the request's SGLang custom_labels (never content)
+    "traffic_class": pa.string(),  # one custom label's value (requestlog class_label, default "task")
 }
 REQUESTS = pa.schema(COMMON_FIELDS + [pa.field(name, dtype) for name, dtype in REQUEST_COLUMNS.items()])
 
@@ -198,6 +202,7 @@ def _events(rows: Sequence[tuple[Identity, EventRow]]) -> dict[str, list[Any]]:
     cols["kind"] = [str(r.kind) for _, r in rows]
     cols["detail"] = [r.detail for _, r in rows]
     cols["replica_count"] = [r.replica_count for _, r in rows]
+    cols["attributes"] = [json.dumps(r.attributes, sort_keys=True) if r.attributes else None for _, r in rows]
     return cols
 
 

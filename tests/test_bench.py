@@ -162,3 +162,23 @@ def test_simulated_sweep_trades_latency_for_throughput(
         bound = bucket_width_bound(engine, TTFT_BUCKETS_S) + STREAM_TICK_S + 0.02
         assert abs(client - engine) <= bound, (row["concurrency"], client, engine, bound)
         assert math.isfinite(row["engine_itl_p95_s"]) and row["engine_itl_p95_s"] > 0
+
+
+LLAMA_8B = Path(__file__).resolve().parents[1] / "recipes" / "llama-3.1-8b-h100.toml"
+
+
+@pytest.mark.slow
+def test_client_itl_tracks_engine_itl_at_concurrency_1_and_16() -> None:
+    """Tokens leave per decode step, so the client's median gap is the engine's ITL (issue 13)."""
+    import asyncio
+
+    recipe = load_recipe(LLAMA_8B)
+
+    async def main() -> list[dict]:
+        async with cmd_bench.simulated_engine(recipe) as url:
+            return await cmd_bench.sweep(url, recipe, [1, 16], 3.0, itl_slo_side="client")
+
+    for row in asyncio.run(main()):
+        client, engine = row["client_itl_p50_s"], row["engine_itl_p50_s"]
+        assert client > 0.002, row  # 0.0 when chunks left once per 25 ms tick
+        assert abs(client - engine) <= 0.25 * engine, (row["concurrency"], client, engine)

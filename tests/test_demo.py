@@ -150,3 +150,20 @@ def test_store_quantiles_match_ground_truth_within_bucket_bound(con, store: Path
         estimate = histogram_quantile(q, bounds, counts)
         bound = max(bucket_width_bound(exact, bounds), bucket_width_bound(estimate, bounds))
         assert abs(estimate - exact) <= bound, (signal, q, exact, estimate, bound)
+
+
+def test_requests_view_fills_for_every_replica(con, store: Path) -> None:  # type: ignore[no-untyped-def]
+    """Each engine's per-request export reaches the store through its own sidecar (issue 13)."""
+    truth: dict[str, list[float]] = {}
+    for record in ground_truth(store):
+        if record["e2e_s"] is not None and record["finish_type"] in ("stop", "length"):
+            truth.setdefault(record["replica"], []).append(record["e2e_s"])
+    rows = con.sql(
+        "select replica, list(e2e_s) from requests where finish_reason in ('stop', 'length') group by replica"
+    ).fetchall()
+    stored = {replica: values for replica, values in rows}
+    assert set(stored) == set(truth) and len(truth) >= 3
+    for replica, values in truth.items():
+        assert len(stored[replica]) >= 0.97 * len(values), replica  # cut off by the final scrape at most
+        exact, got = sorted(values), sorted(stored[replica])
+        assert got[len(got) // 2] == pytest.approx(exact[len(got) // 2], rel=0.05)

@@ -227,6 +227,7 @@ def test_xid_event_is_surfaced_and_kept_as_xid_last() -> None:
     batch = poll(clock, source)
     assert kinds(batch) == [EventKind.GPU_XID]
     assert batch.events[0].detail == f"GPU 0 ({source.gpu_uuids[0]}): Xid 48"
+    assert batch.events[0].attributes == {"xid": 48, "gpu_index": 0, "gpu_uuid": source.gpu_uuids[0]}
     assert [r.fields["xid_last"] for r in batch.gpu] == [48, None]
     after = poll(clock, source)
     assert not after.events and after.gpu[0].fields["xid_last"] == 48
@@ -239,6 +240,9 @@ def test_throttle_reason_changes_emit_events() -> None:
     capped = poll(clock, source)
     assert kinds(capped) == [EventKind.GPU_THROTTLE]
     assert capped.events[0].detail.endswith(": sw_power_cap (was none)")
+    assert capped.events[0].attributes == {
+        "gpu_index": 0, "gpu_uuid": source.gpu_uuids[0], "reasons": "sw_power_cap", "was": ""
+    }  # fmt: skip
     assert capped.gpu[0].fields["throttle_sw_power_cap"] is True and capped.gpu[0].fields["power_w"] == 400.0
     assert signals(capped)["gpu_throttled"] == 1.0
     assert not poll(clock, source).events  # unchanged reasons: no new event

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
 from pathlib import Path
 
@@ -215,6 +217,26 @@ def test_unknown_engine_keeps_everything_as_samples():
 def test_normaliser_never_raises_on_garbage(pieces, openmetrics):
     normaliser = Normaliser()
     content_type = "application/openmetrics-text" if openmetrics else None
-    for ts_s, text in enumerate(("\n".join(pieces), "\n".join(reversed(pieces)))):
-        scrape = normaliser.process(text, float(ts_s), content_type)
-        assert all(isinstance(error.line_no, int) for error in scrape.errors)
+    tail = [] if "# EOF" in pieces else ["# TYPE good_tail gauge", "good_tail 2"]
+    for ts_s, body in enumerate((pieces, list(reversed(pieces)))):
+        lines = ["# TYPE good_head gauge", "good_head 7", *body, *tail]
+        scrape = normaliser.process("\n".join(lines), float(ts_s), content_type)
+        # line 0 = the exposition as a whole (only a missing OpenMetrics '# EOF')
+        assert all(
+            1 <= e.line_no <= len(lines) or (e.line_no == 0 and "EOF" in e.reason) for e in scrape.errors
+        )
+        kept = {r.metric: r.value for r in scrape.samples}
+        assert kept["good_head"] == 7 and (not tail or kept["good_tail"] == 2)  # garbage loses no good family
+        assert all(r.delta is None or r.delta >= 0 for r in scrape.samples)  # resets never go negative
+        for h in scrape.histograms:
+            assert list(h.bounds) == sorted(h.bounds) and h.bounds[-1] == math.inf
+            assert all(0 <= a <= b for a, b in itertools.pairwise(h.counts)) and h.counts[0] >= 0
+
+
+def test_negative_counter_is_rejected_with_its_line_and_never_gives_a_negative_delta():
+    """Found by the invariant fuzz: a counter first seen after the baseline at -1 gave delta -1."""
+    normaliser = Normaliser()
+    normaliser.process("# TYPE g gauge\ng 1\n", 0.0)
+    scrape = normaliser.process('# TYPE g gauge\ng 1\n# TYPE c counter\nc_total -1\nc_total{a="x"} 3\n', 1.0)
+    assert [(r.metric, r.delta) for r in scrape.samples if r.type == "counter"] == [("c_total", 3.0)]
+    assert [(e.line_no, "negative" in e.reason) for e in scrape.errors] == [(4, True)]

@@ -97,3 +97,54 @@ def test_prompt_content_never_reaches_the_store(tmp_path: Path, store_params: bo
     )
     prompt_ids = json.loads(json.loads(LINES[0])["request_parameters"])["input_ids"]
     assert str(prompt_ids[7]) not in stored and "input_ids" not in stored
+
+
+def _with_custom_labels(line: bytes, labels: dict) -> dict:
+    """The fixture's record with ``custom_labels`` where SGLang's GenerateReqInput declares it
+    (after ``no_logs``), request_parameters double-encoded as the exporter writes it."""
+    record = json.loads(line)
+    params = json.loads(record["request_parameters"])
+    ordered: dict = {}
+    for key, value in params.items():
+        ordered[key] = value
+        if key == "no_logs":
+            ordered["custom_labels"] = labels
+    record["request_parameters"] = json.dumps(ordered)
+    return record
+
+
+def test_custom_labels_give_the_traffic_class() -> None:
+    record = _with_custom_labels(LINES[1], {"task": "code", "tenant": "acme"})
+    assert isinstance(record["request_parameters"], str)  # the exporter's double encoding
+    fields = record_to_row(record).fields
+    assert fields["traffic_class"] == "code"
+    assert json.loads(fields["custom_labels"]) == {"task": "code", "tenant": "acme"}
+    assert "params" not in fields  # content and other parameters stay behind the opt-in
+    other_key = record_to_row(record, class_label="tenant").fields
+    assert other_key["traffic_class"] == "acme"
+    plain = record_to_row(json.loads(LINES[1])).fields
+    assert plain.get("traffic_class") is None and plain.get("custom_labels") is None
+    assert record_to_row(_with_custom_labels(LINES[1], {"lang": "de"})).fields.get("traffic_class") is None
+
+
+def test_traffic_class_reaches_the_store_without_content(tmp_path: Path) -> None:
+    records = [
+        _with_custom_labels(line, {"task": task})
+        for line, task in zip(LINES, ("chat", "code", "chat"), strict=True)
+    ]
+    _append(tmp_path, HOUR1, b"".join(json.dumps(r).encode() + b"\n" for r in records))
+    tailer = _tailer(tmp_path, class_label="task")
+    writer = StoreWriter(tmp_path / "store", tailer.identity, background=False)
+    writer.write(tailer.collect(0))
+    writer.close()
+    con = open_store(tmp_path / "store")
+    rows = con.execute(
+        "SELECT traffic_class, custom_labels, spec_correct_drafts_histogram FROM requests ORDER BY request_id"
+    ).fetchall()
+    assert sorted(r[0] for r in rows) == ["chat", "chat", "code"]
+    spec = [r for r in rows if r[0] == "code"][0]
+    assert json.loads(spec[1]) == {"task": "code"} and spec[2] == [11, 13, 13, 11]
+    stored = json.dumps(
+        [pq.read_table(p).to_pylist() for p in (tmp_path / "store").rglob("*.parquet")], default=str
+    )
+    assert "input_ids" not in stored

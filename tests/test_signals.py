@@ -71,3 +71,31 @@ def test_fleet_pseudo_replicas_are_recognised() -> None:
 
     assert is_fleet_replica(fleet_replica()) and is_fleet_replica(fleet_replica("llama"))
     assert not is_fleet_replica("ta-01JABC") and not is_fleet_replica("fleetwood")
+
+
+def test_recipe_slo_fields_are_the_registry_keys() -> None:
+    import dataclasses
+
+    from enginescope.recipes.specs import SloSpec
+
+    assert tuple(f.name for f in dataclasses.fields(SloSpec)) == tuple(s.key for s in signals.SLOS)
+    spec = SloSpec(ttft_p95_s=1.0, itl_p95_s=0.05, e2e_p95_s=20.0)
+    assert [spec.limit(s.key) for s in signals.SLOS] == [1.0, 0.05, 20.0]
+    with pytest.raises(KeyError, match="tpot_p95_s"):
+        spec.limit("tpot_p95_s")
+
+
+def test_docs_signal_reference_is_generated_from_the_registry() -> None:
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "signals.md"
+    assert doc.read_text() == signals.markdown_reference(), (
+        "run: python -m enginescope.collectors.signals > docs/signals.md"
+    )
+
+
+def test_fleet_watcher_signals_are_registered() -> None:
+    from enginescope.deploy.watcher import FleetSnapshot, snapshot_signals
+
+    rows = snapshot_signals(FleetSnapshot(0.0, 3, backlog=5, running_inputs=7), 10.0)
+    assert {r.signal for r in rows} == set(signals.names(Kind.GAUGE, Scope.FLEET))

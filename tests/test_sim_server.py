@@ -164,3 +164,37 @@ def test_crash_refuses_connections_and_restart_resets_counters() -> None:
         await shutdown(engine, driver, server)
 
     asyncio.run(scenario())
+
+
+def test_custom_labels_header_reaches_export_and_allowed_tokenizer_label(tmp_path) -> None:
+    """The load generator's traffic class travels as SGLang's ``x-custom-labels`` header: into the
+    per-request export's request_parameters and, when allowed, onto tokenizer metrics."""
+    from enginescope.loadgen.generator import LoadConfig, LoadGenerator, LogNormalTokens, Poisson, RequestMix
+    from enginescope.loadgen.router import Router
+
+    profile = EngineProfile.from_mapping(
+        {**FAST_START.to_mapping(), "tokenizer_metrics_allowed_custom_labels": "task"}
+    )
+
+    async def main() -> str:
+        engine = SimEngine(profile, seed=2, clock=time.monotonic, export_dir=tmp_path)
+        driver = asyncio.create_task(engine.run())
+        server = await serve(engine)
+        await wait_ready(server.port)
+        router = Router()
+        router.set_backends({"r": f"http://127.0.0.1:{server.port}"})
+        mix = RequestMix(LogNormalTokens(50, 0.2, 8, 80), LogNormalTokens(6, 0.2, 2, 10),
+                         classes=(("code", 1.0), ("chat", 1.0)))  # fmt: skip
+        results = await LoadGenerator(router, Poisson(40.0), mix, LoadConfig(seed=1)).run(1.0)
+        assert results and all(r.ok for r in results)
+        assert {r.traffic_class for r in results} == {"code", "chat"}
+        _, _, body = await http(server.port, "GET", "/metrics")
+        await shutdown(engine, driver, server)
+        return body.decode()
+
+    metrics = asyncio.run(main())
+    records = [json.loads(line) for f in tmp_path.glob("*.log") for line in f.read_text().splitlines()]
+    tasks = {json.loads(r["request_parameters"])["custom_labels"]["task"] for r in records}
+    assert tasks == {"code", "chat"}
+    assert 'sglang:num_requests_total{engine_type="unified",is_streaming="true",model_name=' in metrics
+    assert ',task="code"}' in metrics and ',task="chat"}' in metrics

@@ -23,8 +23,9 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-LATENCY_SIGNALS: tuple[str, ...] = ("ttft_seconds", "itl_seconds", "e2e_seconds")
-QUANTILES: tuple[float, ...] = (0.5, 0.95, 0.99)
+from enginescope.collectors.signals import SLOS
+
+LATENCY_SIGNALS: tuple[str, ...] = tuple(slo.signal for slo in SLOS)
 FLEET = "(fleet)"
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -1,0 +1,5 @@
+import sys
+
+from enginescope.cli import main
+
+sys.exit(main())

@@ -1,0 +1,73 @@
+"""``enginescope`` command line. Each subcommand lives in its own ``cmd_*`` module.
+
+A subcommand module provides ``HELP: str``, ``add_arguments(parser)`` and ``run(args) -> int``.
+Modules are imported lazily so ``enginescope --help`` stays fast and one broken optional
+dependency cannot take down every command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from enginescope import __version__
+
+COMMANDS: dict[str, str] = {
+    "sidecar": "enginescope.cmd_sidecar",
+    "query": "enginescope.cmd_query",
+    "demo": "enginescope.cmd_demo",
+    "simulate": "enginescope.cmd_simulate",
+    "load": "enginescope.cmd_load",
+    "dashboard": "enginescope.cmd_dashboard",
+    "generate-configs": "enginescope.cmd_generate",
+    "endpoint": "enginescope.cmd_endpoint",
+    "recipes": "enginescope.cmd_recipes",
+    "bench": "enginescope.cmd_bench",
+}
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="enginescope", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"enginescope {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # command not built yet
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args._run(args) or 0)
+    except CliError as exc:
+        print(f"enginescope {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    # Re-import so CliError raised by subcommands is the class main() catches (not __main__'s copy).
+    from enginescope.cli import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,448 @@
+"""'What happened': incidents in a window and their most likely cause, from the data alone.
+
+Pure functions over the incident view's DataFrames (no Streamlit, no DuckDB):
+  latency  signal -> DataFrame(t, p50, p95, p99) fleet-wide, from summed buckets
+  series   DataFrame(t, replica, signal, mean, peak, low, rate)
+  events   DataFrame(ts, replica, kind, detail, replica_count)
+
+An incident is a run of time buckets whose fleet p95 breaches the SLO (or, without an SLO,
+a multiple of the window's normal level: its 25th-percentile p95), or a fault event
+(engine restart, GPU throttle or XID) that opens a span of its own when it breaches no
+latency threshold. Each cause is scored from evidence in the incident window against the
+rest of the window; every conclusion carries its numbers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+SLO_SIGNALS: dict[str, str] = {
+    "ttft_p95_s": "ttft_seconds",
+    "itl_p95_s": "itl_seconds",
+    "e2e_p95_s": "e2e_seconds",
+}
+SHORT = {
+    "ttft_seconds": "TTFT",
+    "itl_seconds": "ITL",
+    "e2e_seconds": "e2e",
+    "queue_time_seconds": "queue time",
+}
+BASELINE_FACTOR = 3.0
+# Decode steps are steady, so a sustained ITL rise of half is already a regression;
+# queueing moves TTFT and e2e by much more than their noise.
+BASELINE_FACTORS = {"ttft_seconds": BASELINE_FACTOR, "itl_seconds": 1.5, "e2e_seconds": BASELINE_FACTOR}
+# The 25th percentile, not the median: in a short window an incident can cover half of it.
+BASELINE_QUANTILE = 0.25
+# Events that are incidents even without a latency breach (availability, hardware).
+FAULT_EVENT_KINDS = ("engine_restart", "gpu_throttle", "gpu_xid", "gpu_lost")
+BUSY_UTILIZATION_PCT = 80.0  # idle GPUs drop their clocks: only busy ones show throttling
+_EVENT_MARGIN_S = 120.0  # an event this long before the breach can still explain it
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    key: str  # prefill_queueing, decode_saturation, kv_exhaustion, gpu_throttling, ...
+    title: str
+    score: float  # >= 1 means strong evidence; event-backed causes score highest
+    evidence: tuple[str, ...]
+
+
+@dataclass
+class Incident:
+    start: pd.Timestamp
+    end: pd.Timestamp  # end of the last breaching bucket
+    breaches: dict[str, str] = field(default_factory=dict)  # signal -> "p95 9.5 s > SLO 2 s from 10:02"
+    first_breach: dict[str, pd.Timestamp] = field(default_factory=dict)
+    ongoing: bool = False
+    causes: list[Cause] = field(default_factory=list)  # best first
+    scale_up_after_s: float | None = None
+    new_replica_ready_after_s: float | None = None
+
+    @property
+    def cause(self) -> Cause | None:
+        return self.causes[0] if self.causes else None
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end - self.start).total_seconds()
+
+
+def thresholds(
+    latency: dict[str, pd.DataFrame], slo: dict[str, float] | None
+) -> dict[str, tuple[float, str]]:
+    """signal -> (p95 threshold in s, how it was chosen)."""
+    out: dict[str, tuple[float, str]] = {}
+    for key, signal in SLO_SIGNALS.items():
+        if slo and slo.get(key):
+            out[signal] = (float(slo[key]), f"SLO {slo[key]:g} s")
+        elif not slo and signal in latency and not latency[signal].empty:
+            base, factor = float(latency[signal]["p95"].quantile(BASELINE_QUANTILE)), BASELINE_FACTORS[signal]
+            if base > 0:
+                out[signal] = (factor * base, f"{factor:g}x the window's normal p95 {base:.3g} s")
+    return out
+
+
+MIN_INCIDENT_S = 30.0  # shorter breaches are noise of a few slow requests, not incidents
+MIN_INCIDENT_BUCKETS = 5  # ... but with fine buckets, 5 in a row (each with its own requests) are not
+
+
+def min_incident_s(bucket_s: float) -> float:
+    """Shortest breach that counts: 30 s, or 5 buckets when that is shorter, at least 1 bucket."""
+    return max(bucket_s, min(MIN_INCIDENT_S, MIN_INCIDENT_BUCKETS * bucket_s))
+
+
+def breach_intervals(
+    df: pd.DataFrame, limit_s: float, bucket_s: float, min_duration_s: float = 0.0
+) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """Runs of buckets with p95 > limit; a one-bucket gap does not split a run."""
+    hot = df.loc[df["p95"] > limit_s, "t"].sort_values()
+    runs: list[tuple[pd.Timestamp, pd.Timestamp]] = []
+    step = pd.Timedelta(seconds=bucket_s)
+    for t in hot:
+        if runs and t - runs[-1][1] <= step:
+            runs[-1] = (runs[-1][0], t + step)
+        else:
+            runs.append((t, t + step))
+    return [(t0, t1) for t0, t1 in runs if (t1 - t0).total_seconds() >= min_duration_s]
+
+
+def find_incidents(
+    latency: dict[str, pd.DataFrame],
+    slo: dict[str, float] | None,
+    bucket_s: float,
+    window_end: pd.Timestamp | None = None,
+) -> list[Incident]:
+    """Breach runs of every latency signal, merged where they overlap."""
+    spans: list[tuple[pd.Timestamp, pd.Timestamp, str, str, float]] = []
+    for signal, (limit_s, why) in thresholds(latency, slo).items():
+        df = latency.get(signal, pd.DataFrame())
+        min_s = min_incident_s(bucket_s)
+        for t0, t1 in breach_intervals(df, limit_s, bucket_s, min_s) if not df.empty else []:
+            peak = float(df.loc[(df["t"] >= t0) & (df["t"] < t1), "p95"].max())
+            spans.append((t0, t1, signal, why, peak))
+    incidents: list[Incident] = []
+    for t0, t1, signal, why, peak in sorted(spans, key=lambda s: s[0]):
+        if not incidents or t0 > incidents[-1].end:
+            incidents.append(Incident(t0, t1))
+        inc = incidents[-1]
+        inc.end = max(inc.end, t1)
+        if signal not in inc.first_breach:
+            inc.first_breach[signal] = t0
+            inc.breaches[signal] = f"{SHORT[signal]} p95 peaked at {peak:.3g} s (> {why}) from {_hms(t0)}"
+    for inc in incidents:
+        inc.ongoing = window_end is not None and inc.end >= window_end - pd.Timedelta(seconds=bucket_s)
+    return incidents
+
+
+def diagnose(
+    latency: dict[str, pd.DataFrame],
+    series: pd.DataFrame,
+    events: pd.DataFrame,
+    slo: dict[str, float] | None,
+    bucket_s: float,
+    window_end: pd.Timestamp | None = None,
+) -> list[Incident]:
+    """Incidents with causes (best first) and the autoscaler's reaction times."""
+    incidents = find_incidents(latency, slo, bucket_s, window_end)
+    incidents = add_fault_incidents(incidents, events, series, bucket_s, window_end)
+    fleet = fleet_frame(series)
+    for inc in incidents:
+        inside = _between(fleet, "t", inc.start, inc.end)
+        outside = fleet[~fleet.index.isin(inside.index)]
+        ctx = _Context(inc, inside, outside, latency, events, bucket_s)
+        causes = [c for c in (check(ctx) for check in _CHECKS) if c is not None]
+        inc.causes = sorted(causes, key=lambda c: -c.score)
+        _reaction(inc, events)
+    return incidents
+
+
+def add_fault_incidents(
+    incidents: list[Incident],
+    events: pd.DataFrame,
+    series: pd.DataFrame,
+    bucket_s: float,
+    window_end: pd.Timestamp | None = None,
+) -> list[Incident]:
+    """Fault events no latency incident explains open their own incident, from the event
+    until the replica recovers (engine_ready again, or gpu_throttled back to 0)."""
+    if events.empty:
+        return incidents
+    margin = pd.Timedelta(seconds=_EVENT_MARGIN_S)
+    # A flapping fault (throttle on, off, on) within the shortest incident is one incident.
+    gap = pd.Timedelta(seconds=min_incident_s(bucket_s))
+    out = list(incidents)
+    faults = events.loc[events["kind"].isin(FAULT_EVENT_KINDS)].sort_values("ts")
+    # "none (was hw_thermal)" is a throttle ending, not a new fault.
+    faults = faults.loc[~faults["detail"].fillna("").str.contains(r": none \(was ", regex=True)]
+    for ev in faults.itertuples():
+        end = _recovered_at(ev, events, series, bucket_s)
+        near = [inc for inc in out if inc.start - margin <= ev.ts <= inc.end + gap]
+        if near:
+            near[0].end = max(near[0].end, end) if not near[0].breaches else near[0].end
+            continue
+        out.append(Incident(ev.ts, end))
+    out.sort(key=lambda inc: inc.start)
+    for inc in out:
+        inc.ongoing = window_end is not None and inc.end >= window_end - pd.Timedelta(seconds=bucket_s)
+    return out
+
+
+def _recovered_at(ev, events: pd.DataFrame, series: pd.DataFrame, bucket_s: float) -> pd.Timestamp:
+    step = pd.Timedelta(seconds=bucket_s)
+    if ev.kind == "engine_restart":
+        ready = events.loc[(events["kind"] == "engine_ready") & (events["replica"] == ev.replica), "ts"]
+        ready = ready.loc[ready > ev.ts]
+        return ready.min() if not ready.empty else ev.ts + step
+    if ev.kind == "gpu_throttle" and not series.empty:
+        hot = series.loc[(series["signal"] == "gpu_throttled") & (series["replica"] == ev.replica)]
+        hot = hot.loc[(hot["t"] >= ev.ts - step) & (hot["peak"] > 0), "t"]
+        return max(hot.max() + step, ev.ts + step) if not hot.empty else ev.ts + step
+    return ev.ts + step
+
+
+def fleet_frame(series: pd.DataFrame) -> pd.DataFrame:
+    """One row per time bucket with the fleet aggregate each cause check needs."""
+    if series.empty:
+        return pd.DataFrame(columns=["t"])
+    agg = {"queue_depth": ("mean", "sum"), "running_requests": ("mean", "sum"), "kv_usage_ratio": ("peak", "max"),
+           "spec_accept_length": ("mean", "mean"), "gpu_sm_clock_mhz": ("low", "min"),
+           "gpu_temperature_c": ("peak", "max"), "gpu_throttled": ("peak", "max"), "retractions": ("rate", "sum")}  # fmt: skip
+    cols = {}
+    for signal, (stat, how) in agg.items():
+        part = series.loc[series["signal"] == signal]
+        if not part.empty:
+            cols[signal] = part.groupby("t")[stat].agg(how)
+    busy = _busy_clock(series)
+    if busy is not None:
+        cols["busy_sm_clock_mhz"] = busy
+    return pd.DataFrame(cols).reset_index(names="t") if cols else pd.DataFrame(columns=["t"])
+
+
+def _busy_clock(series: pd.DataFrame) -> pd.Series | None:
+    """Lowest mean SM clock per bucket among replicas whose GPUs were busy in it."""
+    part = series.loc[series["signal"].isin(("gpu_sm_clock_mhz", "gpu_utilization_pct"))]
+    if part.empty:
+        return None
+    wide = part.pivot_table(index=["t", "replica"], columns="signal", values="mean")
+    if "gpu_sm_clock_mhz" not in wide or "gpu_utilization_pct" not in wide:
+        return None
+    busy = wide.loc[wide["gpu_utilization_pct"] >= BUSY_UTILIZATION_PCT, "gpu_sm_clock_mhz"]
+    return busy.groupby(level="t").min() if not busy.empty else None
+
+
+@dataclass
+class _Context:
+    inc: Incident
+    inside: pd.DataFrame
+    outside: pd.DataFrame
+    latency: dict[str, pd.DataFrame]
+    events: pd.DataFrame
+    bucket_s: float
+
+    def stat(self, column: str, how: str = "max", where: str = "inside") -> float | None:
+        frame = self.inside if where == "inside" else self.outside
+        if column not in frame or frame[column].dropna().empty:
+            return None
+        values = frame[column].dropna()
+        return float(values.max() if how == "max" else values.min() if how == "min" else values.median())
+
+    def events_of(self, kind: str) -> pd.DataFrame:
+        if self.events.empty:
+            return self.events
+        t0 = self.inc.start - pd.Timedelta(seconds=_EVENT_MARGIN_S)
+        return _between(self.events.loc[self.events["kind"] == kind], "ts", t0, self.inc.end)
+
+    def latency_ratio(self, signal: str) -> tuple[float, float, float] | None:
+        """(peak p95 inside, median p95 outside, ratio)."""
+        df = self.latency.get(signal)
+        if df is None or df.empty:
+            return None
+        peak = _between(df, "t", self.inc.start, self.inc.end)["p95"].max()
+        base = df.loc[(df["t"] < self.inc.start) | (df["t"] >= self.inc.end), "p95"].median()
+        if pd.isna(peak) or pd.isna(base) or base <= 0:
+            return None
+        return float(peak), float(base), float(peak / base)
+
+
+def _restart(ctx: _Context) -> Cause | None:
+    hits = ctx.events_of("engine_restart")
+    if hits.empty:
+        return None
+    who = ", ".join(f"{r.replica} at {_hms(r.ts)}" for r in hits.itertuples())
+    return Cause("engine_restart", "Engine restart", 3.0, (f"engine_restart events: {who}",))
+
+
+def _throttle(ctx: _Context) -> Cause | None:
+    hits, evidence = ctx.events_of("gpu_throttle"), []
+    if not hits.empty:
+        evidence.append(
+            "gpu_throttle events: " + ", ".join(f"{r.replica} ({r.detail})" for r in hits.itertuples())
+        )
+    clock_in, clock_out = (
+        ctx.stat("busy_sm_clock_mhz", "min"),
+        ctx.stat("busy_sm_clock_mhz", "median", "outside"),
+    )
+    clock_drop = bool(clock_in and clock_out and clock_in < 0.8 * clock_out)
+    if clock_drop:
+        evidence.append(
+            f"min SM clock of busy GPUs {clock_in:.0f} MHz vs {clock_out:.0f} MHz outside the incident"
+        )
+    if (ctx.stat("gpu_throttled") or 0) > 0:
+        evidence.append("gpu_throttled = 1 (thermal/power/HW slowdown reason active)")
+    temp = ctx.stat("gpu_temperature_c")
+    if evidence and temp is not None:
+        evidence.append(f"max GPU temperature {temp:.0f} °C")
+    if not evidence:
+        return None
+    return Cause(
+        "gpu_throttling", "GPU throttling", 2.5 if (not hits.empty or clock_drop) else 1.0, tuple(evidence)
+    )
+
+
+def _kv(ctx: _Context) -> Cause | None:
+    kv, retract = ctx.stat("kv_usage_ratio"), ctx.stat("retractions")
+    if kv is None or kv < 0.95:
+        return None
+    evidence = [f"KV cache usage peaked at {kv:.2f}"]
+    if retract:
+        evidence.append(f"retractions up to {retract:.2g}/s")
+    return Cause("kv_exhaustion", "KV cache exhaustion", 2.0 if retract else 1.2, tuple(evidence))
+
+
+def _spec(ctx: _Context) -> Cause | None:
+    # Medians, not extremes: a replica that is starting reports 0 and must not look like a collapse.
+    low, base = ctx.stat("spec_accept_length", "median"), ctx.stat("spec_accept_length", "median", "outside")
+    if low is None or base is None or base <= 1.2 or low > 0.7 * base:
+        return None
+    evidence = [f"spec acceptance length (median) {low:.2f} tokens/step vs {base:.2f} outside"]
+    itl = ctx.latency_ratio("itl_seconds")
+    if itl:
+        evidence.append(f"ITL p95 {itl[0]:.3g} s vs {itl[1]:.3g} s baseline")
+    return Cause("spec_acceptance_drop", "Speculative-acceptance drop", 2.0, tuple(evidence))
+
+
+def _prefill_queueing(ctx: _Context) -> Cause | None:
+    q_in, q_out = ctx.stat("queue_depth"), ctx.stat("queue_depth", "median", "outside") or 0.0
+    if q_in is None or q_in < max(5.0, 3 * q_out):
+        return None
+    evidence = [f"queued requests (fleet) peaked at {q_in:.0f} vs median {q_out:.0f}"]
+    qt = ctx.latency_ratio("queue_time_seconds")
+    if qt:
+        evidence.append(f"queue time p95 {qt[0]:.3g} s vs {qt[1]:.3g} s baseline")
+    first = ctx.inc.first_breach
+    if "ttft_seconds" in first and first["ttft_seconds"] <= first.get("itl_seconds", ctx.inc.end):
+        evidence.append("TTFT breached before (or without) ITL")
+    return Cause(
+        "prefill_queueing",
+        "Prefill queueing (load above capacity)",
+        1.5 + 0.1 * len(evidence),
+        tuple(evidence),
+    )
+
+
+def _decode_saturation(ctx: _Context) -> Cause | None:
+    run_in, run_out = ctx.stat("running_requests"), ctx.stat("running_requests", "median", "outside")
+    itl = ctx.latency_ratio("itl_seconds")
+    if run_in is None or not run_out or itl is None or run_in < 1.3 * run_out or itl[2] < 1.5:
+        return None
+    evidence = (
+        f"running requests (fleet) {run_in:.0f} vs {run_out:.0f}",
+        f"ITL p95 {itl[0]:.3g} s vs {itl[1]:.3g} s",
+    )
+    return Cause("decode_saturation", "Decode saturation (batch too large)", 1.4, evidence)
+
+
+def _cold_start(ctx: _Context) -> Cause | None:
+    started = ctx.events_of("container_started")
+    if started.empty:
+        return None
+    ready = ctx.events.loc[ctx.events["kind"] == "engine_ready"]
+    waiting = sorted(
+        {r.replica for r in started.itertuples() if not _ready_by(ready, r.replica, r.ts, ctx.inc.start)}
+    )
+    if not waiting:
+        return None
+    evidence = (f"replicas starting, not ready at breach start: {', '.join(waiting)}",)
+    return Cause("cold_start", "Cold start (replicas not ready)", 0.8, evidence)
+
+
+def _ready_by(ready: pd.DataFrame, replica: str, started: pd.Timestamp, deadline: pd.Timestamp) -> bool:
+    """Did ``replica`` (started at ``started``) report engine_ready by ``deadline``?"""
+    mine = ready.loc[(ready["replica"] == replica) & (ready["ts"] >= started), "ts"]
+    return not mine.empty and mine.min() <= deadline
+
+
+_CHECKS = (_restart, _throttle, _kv, _spec, _prefill_queueing, _decode_saturation, _cold_start)
+
+
+def _reaction(inc: Incident, events: pd.DataFrame) -> None:
+    """Breach start -> first scale_up -> first replica started after it is engine_ready."""
+    if events.empty:
+        return
+    scale = events.loc[
+        (events["kind"] == "scale_up") & (events["ts"] >= inc.start - pd.Timedelta(seconds=_EVENT_MARGIN_S))
+    ]
+    scale = scale.loc[scale["ts"] <= inc.end]
+    if scale.empty:
+        return
+    t_scale = scale["ts"].min()
+    inc.scale_up_after_s = (t_scale - inc.start).total_seconds()
+    started = events.loc[
+        (events["kind"] == "container_started") & (events["ts"] >= t_scale - pd.Timedelta(seconds=5))
+    ]
+    ready = events.loc[
+        (events["kind"] == "engine_ready")
+        & events["replica"].isin(started["replica"])
+        & (events["ts"] >= t_scale)
+    ]
+    if not ready.empty:
+        inc.new_replica_ready_after_s = (ready["ts"].min() - inc.start).total_seconds()
+
+
+def summary_lines(incidents: list[Incident]) -> list[str]:
+    """Markdown, one block per incident: when, what breached, cause + evidence, reaction."""
+    if not incidents:
+        return ["No latency incident in this window."]
+    lines: list[str] = []
+    for n, inc in enumerate(incidents, 1):
+        state = "ongoing" if inc.ongoing else f"recovered after {_dur(inc.duration_s)}"
+        cause = inc.cause.title if inc.cause else "cause not determined from the data"
+        lines.append("")  # a blank line ends the previous bullet list in Markdown
+        lines.append(
+            f"**Incident {n}: {_hms(inc.start)} → {_hms(inc.end)} UTC ({state}) — likely cause: {cause}**"
+        )
+        lines += [f"- {text}" for text in inc.breaches.values()]
+        if not inc.breaches:
+            lines.append("- no latency threshold breached: a fault event opened this incident")
+        if inc.cause:
+            lines += [f"- evidence: {e}" for e in inc.cause.evidence]
+        if len(inc.causes) > 1:
+            lines.append("- also seen: " + "; ".join(f"{c.title} ({c.evidence[0]})" for c in inc.causes[1:]))
+        lines.append(f"- {_reaction_text(inc)}")
+    return lines
+
+
+def _reaction_text(inc: Incident) -> str:
+    if inc.scale_up_after_s is None:
+        return "no scale_up event during the incident"
+    when = "after" if inc.scale_up_after_s >= 0 else "before"
+    text = f"scale_up {_dur(abs(inc.scale_up_after_s))} {when} the breach started"
+    if inc.new_replica_ready_after_s is not None:
+        text += f"; new replica engine_ready after {_dur(inc.new_replica_ready_after_s)}"
+    return text
+
+
+def _between(df: pd.DataFrame, col: str, t0: pd.Timestamp, t1: pd.Timestamp) -> pd.DataFrame:
+    return df.loc[(df[col] >= t0) & (df[col] < t1)] if not df.empty else df
+
+
+def _hms(ts: pd.Timestamp | dt.datetime) -> str:
+    return pd.Timestamp(ts).strftime("%H:%M:%S")
+
+
+def _dur(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"

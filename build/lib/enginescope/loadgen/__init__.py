@@ -1,0 +1,1 @@
+"""OpenAI-API client and open-loop load generator, for production endpoints and the simulated fleet alike."""

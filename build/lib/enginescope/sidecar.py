@@ -1,0 +1,243 @@
+"""The sidecar: one loop that ticks every ``interval_s``, collects every source, feeds every sink.
+
+It owns time and failure (style: OpenTelemetry's PeriodicExportingMetricReader): a source or
+sink that raises is logged once per distinct error and counted, never allowed to stop the loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from enginescope.collectors.engine_source import EngineSource
+from enginescope.collectors.identity import resolve_identity
+from enginescope.collectors.model import Batch, EventKind, EventRow, Identity, SampleRow
+from enginescope.collectors.pipeline import Sink, Source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SidecarConfig:
+    engine_url: str
+    store_dir: Path
+    interval_s: float = 1.0
+    engine: str = "auto"
+    replica: str | None = None
+    model: str = ""
+    region: str = ""
+    gpu_type: str = ""
+    cloud_provider: str = ""
+    request_log_dir: Path | None = None
+    store_request_params: bool = False
+    nvml: Any | None = (
+        None  # module-like NVML surface (pynvml or enginescope.simfleet.nvml); None = no GPU source
+    )
+    timeout_s: float = 2.0
+    flush_interval_s: float = 2.0
+    retention_days: float | None = None  # None keeps everything
+    extra_sinks: list[Sink] = field(default_factory=list)
+
+
+class Sidecar:
+    def __init__(self, config: SidecarConfig) -> None:
+        from enginescope.store import StoreWriter  # composition root: the only place sinks are chosen
+
+        self.config = config
+        self.identity: Identity = resolve_identity(
+            engine_url=config.engine_url,
+            state_dir=config.store_dir / "state",
+            replica=config.replica,
+            engine=config.engine if config.engine != "auto" else "unknown",
+            model=config.model,
+            region=config.region,
+            gpu_type=config.gpu_type,
+            cloud_provider=config.cloud_provider,
+        )
+        self.engine_source = EngineSource(
+            config.engine_url, self.identity, engine=config.engine, timeout_s=config.timeout_s
+        )
+        self.sources: list[Source] = [self.engine_source, *self._optional_sources()]
+        self.sinks: list[Sink] = [
+            StoreWriter(
+                config.store_dir,
+                self.identity,
+                flush_interval_s=config.flush_interval_s,
+                retention_days=config.retention_days,
+            ),
+            *config.extra_sinks,
+        ]
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pending_events: list[EventRow] = []
+        self._events_lock = threading.Lock()
+        self._failures: dict[str, str] = {}
+        self._ticks = 0
+        self._lag_s = 0.0
+        self._last_tick_s = 0.0
+        self._stopped = False
+        self._record(EventKind.CONTAINER_STARTED, self._describe())
+
+    def _optional_sources(self) -> list[Source]:
+        sources: list[Source] = []
+        if self.config.request_log_dir is not None:
+            from enginescope.collectors.requestlog import RequestLogTailer
+
+            state = self.config.store_dir / "state" / self.identity.replica / "requestlog.json"
+            sources.append(
+                RequestLogTailer(
+                    self.config.request_log_dir, state, store_params=self.config.store_request_params
+                )
+            )
+        if self.config.nvml is not None:
+            from enginescope.collectors.gpu import GpuSource
+
+            sources.append(GpuSource(nvml=self.config.nvml))
+        return sources
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        log.info(
+            "sidecar started: replica %s scraping %s every %.3gs",
+            self.identity.replica,
+            self.engine_source.metrics_url,
+            self.config.interval_s,
+        )
+        self._thread = threading.Thread(
+            target=self._run, name=f"sidecar-{self.identity.replica}", daemon=True
+        )
+        self._thread.start()
+
+    def drain(self, reason: str = "") -> None:
+        self._record(EventKind.DRAINING, reason or "drain requested")
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """Final tick, flush every sink, record ``container_stopped``. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self._record(EventKind.CONTAINER_STOPPED, f"after {self._ticks} ticks")
+        loop_stuck = self._thread is not None and self._thread.is_alive()
+        if loop_stuck:  # a scrape outlived the grace: sources are not thread-safe, so write events only
+            log.warning("sidecar loop still busy after %.0fs; final scrape skipped", timeout_s)
+        self.tick(collect=not loop_stuck)
+        for sink in self.sinks:
+            self._guard(f"sink {type(sink).__name__}.close", sink.close)
+        for source in self.sources:
+            self._guard(f"source {source.name}.close", source.close)
+        log.info("sidecar stopped: replica %s", self.identity.replica)
+
+    def wait_for_engine(self, timeout_s: float, cancel: threading.Event | None = None) -> bool:
+        """Block until the engine answers ``/metrics`` once (container start-up), or time out."""
+        cancel = cancel or self._stop
+        deadline = time.monotonic() + timeout_s
+        while not cancel.is_set():
+            if self.engine_source.probe():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            cancel.wait(min(self.config.interval_s, 1.0))
+        return False
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            self._lag_s = max(0.0, time.monotonic() - next_tick)
+            self.tick()
+            next_tick += self.config.interval_s
+            if next_tick < time.monotonic():  # fell behind: skip ticks rather than burst
+                next_tick = time.monotonic() + self.config.interval_s
+            self._stop.wait(max(0.0, next_tick - time.monotonic()))
+
+    def tick(self, collect: bool = True) -> Batch:
+        now_s = time.time()
+        batch = Batch(self.identity)
+        for source in self.sources if collect else ():
+            part = self._guard(f"source {source.name}", source.collect, now_s)
+            if part is not None:
+                _merge(batch, part)
+        self._adopt_engine_facts()
+        batch.identity = self.identity
+        with self._events_lock:
+            batch.events[:0], self._pending_events = self._pending_events, []
+        interval_s = now_s - self._last_tick_s if self._last_tick_s else 0.0
+        self._last_tick_s = now_s
+        self._ticks += 1
+        batch.samples.append(
+            SampleRow(now_s, "enginescope_sidecar_tick_lag_seconds", "gauge", (), self._lag_s)
+        )
+        batch.samples.extend(self._sink_health(now_s, interval_s))
+        for sink in self.sinks:
+            self._guard(f"sink {type(sink).__name__}", sink.write, batch)
+        return batch
+
+    def _sink_health(self, now_s: float, interval_s: float) -> list[SampleRow]:
+        """Exporters' own health (OTLP backlog, drops, rejects) is stored like any other series."""
+        rows: list[SampleRow] = []
+        for sink in self.sinks:
+            self_metrics = getattr(sink, "self_metrics", None)
+            if self_metrics is not None:
+                rows.extend(
+                    self._guard(f"sink {type(sink).__name__} stats", self_metrics, now_s, interval_s) or []
+                )
+        return rows
+
+    def _adopt_engine_facts(self) -> None:
+        """Engine and model become known after the first scrape; stamp them from then on."""
+        engine = self.engine_source.engine
+        model = self.identity.model or self.engine_source.model_name
+        if engine != self.identity.engine or model != self.identity.model:
+            self.identity = dataclasses.replace(self.identity, engine=engine, model=model)
+            self.engine_source.identity = self.identity
+
+    def record(self, kind: str, detail: str) -> None:
+        """Queue a lifecycle event; it is written with the next tick."""
+        self._record(kind, detail)
+
+    def _record(self, kind: str, detail: str) -> None:
+        with self._events_lock:
+            self._pending_events.append(EventRow(time.time(), kind, detail))
+
+    def _describe(self) -> str:
+        i = self.identity
+        parts = [
+            f"engine_url={self.config.engine_url}",
+            f"region={i.region}",
+            f"gpu={i.gpu_type}",
+            f"host={i.host}",
+        ]
+        return " ".join(p for p in parts if not p.endswith("="))
+
+    def _guard(self, what: str, fn: Any, *args: Any) -> Any:
+        try:
+            result = fn(*args)
+        except Exception as exc:  # a component must never take the sidecar down
+            message = f"{type(exc).__name__}: {exc}"
+            if self._failures.get(what) != message:
+                log.error("%s failed: %s", what, message, exc_info=log.isEnabledFor(logging.DEBUG))
+                self._failures[what] = message
+            return None
+        if what in self._failures:
+            log.info("%s recovered", what)
+            del self._failures[what]
+        return result
+
+
+def _merge(into: Batch, part: Batch) -> None:
+    into.samples.extend(part.samples)
+    into.histograms.extend(part.histograms)
+    into.signals.extend(part.signals)
+    into.events.extend(part.events)
+    into.gpu.extend(part.gpu)
+    into.requests.extend(part.requests)

@@ -1,0 +1,373 @@
+"""Incident scenarios for the demo: a fleet shape, a load timeline and timed fault injections.
+
+Times are seconds since the first replicas became ready ("story time"). Each action's
+``detail`` is annotated into the events table (``kind = scenario``). Every scenario tells its
+whole story within ``story_s`` and then continues with live diurnal traffic.
+
+The demo profile is Llama-3.1-70B on 4xH100 (TP4) with a compressed ~8.5 s cold start (as if
+restored from a GPU memory snapshot) and a 48-request running cap, so one replica saturates at
+~6-7 requests/s and queueing shows at rates a 2-core machine can stream comfortably.
+
+With a recipe (:func:`for_recipe`) the recipe's profile and autoscaling replace the demo's, the
+cold start is compressed to at most ``DEMO_MAX_COLD_START_S`` and every arrival rate is rescaled
+to what one replica of that profile serves at the recipe's target concurrency (measured on the
+simulator in virtual time), so an 8B classifier and an 8-GPU MoE both show the spike and scale up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from enginescope.loadgen.generator import (
+    ArrivalPattern,
+    Diurnal,
+    LogNormalTokens,
+    Poisson,
+    RequestMix,
+    Schedule,
+)
+from enginescope.simfleet.autoscaler import AutoscalerConfig
+from enginescope.simfleet.engine import SimEngine
+from enginescope.simfleet.profile import PROFILES, EngineProfile
+from enginescope.simfleet.sim_request import OutputEvent
+
+if TYPE_CHECKING:
+    from enginescope.loadgen.generator import LoadGenerator
+    from enginescope.simfleet.fleet import Fleet
+
+DEMO_PROFILE = dataclasses.replace(
+    PROFILES["llama-70b-4xh100"],
+    max_running_requests=48,
+    decode_step_per_seq_s=0.0004,  # batch growth visibly stretches ITL ("decode queueing")
+    scheduler_init_other_s=2.0,
+    weight_load_s=2.5,
+    kv_cache_allocation_s=0.5,
+    cuda_graph_capture_s=2.0,
+    server_warmup_s=1.5,
+)
+SPEC_PROFILE = dataclasses.replace(
+    DEMO_PROFILE, spec_accept_length=3.0, spec_num_steps=3, spec_num_draft_tokens=4
+)
+
+DEMO_MIX = RequestMix(
+    LogNormalTokens(180, 1.0, 8, 3000), LogNormalTokens(120, 0.7, 8, 320), name="sharegpt-demo"
+)
+# Long generated code/JSON after the traffic-mix change: drafts stop matching the target model.
+CODEGEN_MIX = RequestMix(
+    LogNormalTokens(400, 0.8, 16, 3000), LogNormalTokens(150, 0.6, 8, 320), name="codegen"
+)
+
+LIVE = Diurnal(mean_rps=2.0, amplitude=0.5, period_s=300.0)
+
+
+@dataclass
+class ScenarioContext:
+    fleet: Fleet
+    load: LoadGenerator
+    state: dict[str, object] = field(default_factory=dict)  # facts actions hand to later actions
+
+
+@dataclass(frozen=True)
+class Action:
+    at_s: float
+    detail: str
+    apply: Callable[[ScenarioContext], None] | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    profile: EngineProfile
+    autoscaler: AutoscalerConfig
+    initial_replicas: int
+    pattern: ArrivalPattern
+    story_s: float
+    actions: tuple[Action, ...]
+    mix: RequestMix = DEMO_MIX
+    fast_thermals: bool = False
+
+
+def _first_ready(ctx: ScenarioContext) -> object:
+    replica = ctx.fleet.ready()[0]
+    ctx.state["target"] = replica
+    return replica
+
+
+def _cooling_failure(failed: bool) -> Callable[[ScenarioContext], None]:
+    def apply(ctx: ScenarioContext) -> None:
+        replica = ctx.state.get("target") or _first_ready(ctx)
+        replica.nvml.set_cooling_failure(0, failed)  # type: ignore[attr-defined]
+
+    return apply
+
+
+def _spec_collapse(ctx: ScenarioContext) -> None:
+    ctx.load.mix = CODEGEN_MIX
+    for replica in ctx.fleet.replicas.values():
+        replica.engine.set_spec_accept_length(1.3)
+
+
+def _crash(ctx: ScenarioContext) -> None:
+    _first_ready(ctx).engine.crash()  # type: ignore[attr-defined]
+
+
+def _restart(ctx: ScenarioContext) -> None:
+    ctx.state["target"].engine.restart()  # type: ignore[attr-defined]
+
+
+def _steady(rate_rps: float, story_s: float) -> Schedule:
+    return Schedule(((0.0, Poisson(rate_rps)), (story_s, LIVE)))
+
+
+_SPIKE_AT_S = 12.0
+_SPIKE_S = 18.0
+_RECOVERY_S = 15.0
+
+
+def spike_scenario(
+    profile: EngineProfile,
+    autoscaler: AutoscalerConfig,
+    *,
+    base_rps: float,
+    spike_rps: float,
+    live: ArrivalPattern,
+    summary: str,
+    spike_s: float = _SPIKE_S,
+    initial_replicas: int = 1,
+    mix: RequestMix = DEMO_MIX,
+) -> Scenario:
+    """Steady load, a spike of ``spike_s`` seconds from story time 12 s, recovery, live traffic."""
+    end_s = _SPIKE_AT_S + spike_s
+    story_s = end_s + _RECOVERY_S
+    return Scenario(
+        name="spike",
+        summary=summary,
+        profile=profile,
+        autoscaler=autoscaler,
+        initial_replicas=initial_replicas,
+        pattern=Schedule(
+            (
+                (0.0, Poisson(base_rps)),
+                (_SPIKE_AT_S, Poisson(spike_rps)),
+                (end_s, Poisson(base_rps)),
+                (story_s, live),
+            )
+        ),
+        story_s=story_s,
+        actions=(
+            Action(
+                0.0,
+                "baseline: steady load on one replica"
+                if initial_replicas == 1
+                else f"baseline: steady load on {initial_replicas} replicas",
+            ),
+            Action(_SPIKE_AT_S, "spike starts"),
+            Action(end_s, "spike ends"),
+            Action(story_s, "story complete: live diurnal traffic"),
+        ),
+        mix=mix,
+    )
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "spike": spike_scenario(
+        DEMO_PROFILE,
+        AutoscalerConfig(
+            min_containers=1, max_containers=3, target_inputs=16, max_inputs=200, scaledown_window_s=30.0
+        ),
+        base_rps=1.5,
+        spike_rps=12.0,
+        live=LIVE,
+        summary="steady load on one replica, an 8x spike, queueing, scale-up to 3, recovery",
+    ),
+    "thermal-throttle": Scenario(
+        name="thermal-throttle",
+        summary="cooling fails on one replica's GPU: temperature up, SM clock down, ITL up",
+        profile=DEMO_PROFILE,
+        autoscaler=AutoscalerConfig(min_containers=2, max_containers=2, target_inputs=32, max_inputs=200),
+        initial_replicas=2,
+        pattern=_steady(4.0, 40.0),
+        story_s=40.0,
+        actions=(
+            Action(0.0, "baseline: steady load on two replicas"),
+            Action(8.0, "cooling failure on GPU 0 of one replica", _cooling_failure(True)),
+            Action(32.0, "cooling restored", _cooling_failure(False)),
+            Action(40.0, "story complete: live diurnal traffic"),
+        ),
+        fast_thermals=True,
+    ),
+    "spec-collapse": Scenario(
+        name="spec-collapse",
+        summary="traffic mix shifts to code generation: spec accept length 3.0 -> 1.3, ITL up",
+        profile=SPEC_PROFILE,
+        autoscaler=AutoscalerConfig(min_containers=2, max_containers=2, target_inputs=32, max_inputs=200),
+        initial_replicas=2,
+        pattern=_steady(4.0, 40.0),
+        story_s=40.0,
+        actions=(
+            Action(0.0, "baseline: chat traffic, EAGLE drafts accepted ~3 tokens/step"),
+            Action(12.0, "traffic mix changes to code generation: spec acceptance collapses", _spec_collapse),
+            Action(40.0, "story complete: live diurnal traffic"),
+        ),
+    ),
+    "engine-crash": Scenario(
+        name="engine-crash",
+        summary="one engine crashes and restarts: counters reset, cold start, requests retried elsewhere",
+        profile=DEMO_PROFILE,
+        autoscaler=AutoscalerConfig(min_containers=2, max_containers=2, target_inputs=32, max_inputs=200),
+        initial_replicas=2,
+        pattern=_steady(3.0, 40.0),
+        story_s=40.0,
+        actions=(
+            Action(0.0, "baseline: steady load on two replicas"),
+            Action(6.0, "engine crashes", _crash),
+            Action(7.0, "engine process restarts (cold start)", _restart),
+            Action(40.0, "story complete: live diurnal traffic"),
+        ),
+    ),
+}
+
+
+def get_scenario(name: str) -> Scenario:
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+    return SCENARIOS[name]
+
+
+# -- recipes -------------------------------------------------------------------------------------
+
+DEMO_MAX_COLD_START_S = 10.0
+# Arrival ceiling for recipe scenarios: the load generator, engines and sidecars share one Python
+# process on a small machine (~0.25 % of a core per request/s of short requests, measured). It only
+# trims excess: a spike always stays above what one replica serves at its target concurrency.
+DEMO_MAX_RPS = 150.0
+# Rates relative to one replica's throughput at the recipe's target concurrency.
+BASE_LOAD = 0.35  # one replica well below target: no scale-up
+SPIKE_LOAD = 2.5  # ~2.5 replicas' worth of demand: scale-up (to max_containers if lower)
+MIN_SPIKE_LOAD = 1.3  # the floor under the DEMO_MAX_RPS trim: demand still exceeds one replica's target
+LIVE_LOAD = 0.5
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """An arrival pattern with every rate multiplied by ``factor``."""
+
+    pattern: ArrivalPattern
+    factor: float
+
+    def rate_at(self, t_s: float) -> float:
+        return self.factor * self.pattern.rate_at(t_s)
+
+    def max_rate_rps(self) -> float:
+        return self.factor * self.pattern.max_rate_rps()
+
+
+def compress_cold_start(profile: EngineProfile, max_s: float) -> EngineProfile:
+    """Every startup phase shrunk by one factor so the cold start takes at most ``max_s``."""
+    total_s = profile.startup_total_s
+    if total_s <= max_s:
+        return profile
+    scale = max_s / total_s
+    phases = ("scheduler_init_other_s", "weight_load_s", "kv_cache_allocation_s", "cuda_graph_capture_s",
+              "draft_cuda_graph_capture_s", "server_warmup_s")  # fmt: skip
+    return dataclasses.replace(profile, **{name: getattr(profile, name) * scale for name in phases})
+
+
+def profile_mix(profile: EngineProfile) -> RequestMix:
+    """The demo's prompts with the profile's output length, capped at the demo mix's (light streaming)."""
+    median = min(profile.output_tokens_mean, DEMO_MIX.output.median_tokens)
+    output = LogNormalTokens(median, 0.7, 1, max(int(4 * median), 8))
+    return RequestMix(DEMO_MIX.prompt, output, name=f"demo-{median:g}-tokens")
+
+
+def replica_capacity_rps(
+    profile: EngineProfile, mix: RequestMix, concurrency: int, horizon_s: float = 20.0, seed: int = 0
+) -> float:
+    """Requests/s one engine finishes with ``concurrency`` requests always in flight.
+
+    A closed loop on the simulator itself in virtual time (no sockets, ~0.5 s of CPU), so it holds
+    for any profile: batching, prefill chunks, KV limits and speculation included. The first
+    quarter of the horizon is warm-up and is not counted.
+    """
+    engine = SimEngine(profile, name="capacity-probe", seed=seed)
+    engine.advance_to(profile.startup_total_s)
+    rng = random.Random(seed)
+    finished_s: list[float] = []
+
+    def on_output(event: OutputEvent) -> None:
+        if event.finished:
+            finished_s.append(event.time_s)
+
+    submitted = 0
+    start_s = now_s = engine.now_s()
+    while now_s < start_s + horizon_s:
+        for _ in range(concurrency - (submitted - len(finished_s))):
+            prompt, output = mix.prompt.sample(rng), mix.output.sample(rng)
+            engine.submit(prompt, max_new_tokens=output, ignore_eos=True, stream=True, sink=on_output)
+            submitted += 1
+        now_s += 0.01
+        engine.advance_to(now_s)
+    counted_from_s = start_s + horizon_s / 4
+    return sum(1 for t_s in finished_s if t_s >= counted_from_s) / (now_s - counted_from_s)
+
+
+def check_fits(scenario: Scenario, profile: EngineProfile) -> None:
+    """Raise ValueError when ``scenario`` cannot play on ``profile`` (its fault needs a feature)."""
+    if scenario.profile.spec_enabled and not profile.spec_enabled:
+        raise ValueError(
+            f"scenario {scenario.name} needs speculative decoding; this recipe has speculative.method = NONE"
+        )
+
+
+@dataclass(frozen=True)
+class RecipeLoad:
+    """What :func:`for_recipe` derived, for the demo's progress line."""
+
+    capacity_rps: float  # one replica at the target concurrency
+    cold_start_s: float  # the profile's own
+    demo_cold_start_s: float
+
+
+def for_recipe(
+    scenario: Scenario,
+    profile: EngineProfile,
+    autoscaler: AutoscalerConfig,
+    max_cold_start_s: float = DEMO_MAX_COLD_START_S,
+) -> tuple[Scenario, RecipeLoad]:
+    """``scenario`` with a recipe's profile and autoscaling, its load scaled to that profile."""
+    check_fits(scenario, profile)
+    demo_profile = compress_cold_start(profile, max_cold_start_s)
+    mix = profile_mix(profile)
+    capacity_rps = replica_capacity_rps(demo_profile, mix, autoscaler.target_inputs)
+    derived = RecipeLoad(capacity_rps, profile.startup_total_s, demo_profile.startup_total_s)
+    initial = max(scenario.initial_replicas, autoscaler.min_containers, 1)
+    if autoscaler.max_containers is not None:
+        initial = min(initial, autoscaler.max_containers)
+    if scenario.name == "spike":
+        spike_rps = max(min(SPIKE_LOAD * capacity_rps, DEMO_MAX_RPS), MIN_SPIKE_LOAD * capacity_rps)
+        base_rps = BASE_LOAD * capacity_rps
+        start = "one replica" if initial == 1 else f"{initial} replicas"
+        summary = (f"steady load on {start}, a {spike_rps / base_rps:.0f}x spike to {spike_rps:.0f} req/s, "
+                   f"scale-up (max {autoscaler.max_containers}), recovery")  # fmt: skip
+        live = Diurnal(LIVE_LOAD * capacity_rps, LIVE.amplitude, LIVE.period_s)
+        # The spike outlasts the recipe's scale-up window, or the autoscaler would rightly ignore it.
+        spike_s = max(_SPIKE_S, autoscaler.scaleup_window_s + 12.0)
+        built = spike_scenario(demo_profile, autoscaler, base_rps=base_rps, spike_rps=spike_rps, live=live,
+                               summary=summary, spike_s=spike_s, initial_replicas=initial, mix=mix)  # fmt: skip
+        return built, derived
+    own_rps = replica_capacity_rps(scenario.profile, scenario.mix, scenario.autoscaler.target_inputs)
+    factor = min(capacity_rps / own_rps, DEMO_MAX_RPS / scenario.pattern.max_rate_rps())
+    scaled = dataclasses.replace(
+        scenario,
+        profile=demo_profile,
+        autoscaler=autoscaler,
+        initial_replicas=initial,
+        pattern=Scaled(scenario.pattern, factor),
+        mix=mix,
+    )
+    return scaled, derived

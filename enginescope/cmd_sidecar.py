@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--retention-days", type=float, help="delete this replica's data older than N days")
     parser.add_argument(
-        "--prom-listen", help="serve the enriched view on HOST:PORT/metrics (e.g. 127.0.0.1:9400)"
+        "--prom-listen", help="serve the enriched view on HOST:PORT/metrics (e.g. 127.0.0.1:19400)"
     )
     from enginescope.exporters.otlp import add_otlp_arguments
 

@@ -46,7 +46,10 @@ def recipe_rules(recipe: Recipe, dialect: Dialect) -> list[Rule]:
     up = dialect.series("engine_up").select(model)
     restarts = dialect.events("engine_restart", model)
     xid = dialect.events("gpu_xid", model)
-    throttled = per_replica(dialect.series("gpu_throttled"), dialect, model)
+    throttled_series = dialect.series("gpu_throttled")
+    throttled = per_replica(throttled_series, dialect, model)
+    # a subquery only where GPUs must be reduced per replica first (its steps are minute-aligned)
+    throttled_10m = f"({throttled})[10m:1m]" if throttled_series.per_gpu else f"{throttled}[10m]"
     new_ids = f"count by ({mod}) (last_over_time({up}[30m]) unless last_over_time({up}[30m] offset 30m))"
     growth = f"count by ({mod}) ({up}) - (count by ({mod}) ({up} offset 30m) or count by ({mod}) ({up}) * 0)"
     rules += [
@@ -57,7 +60,7 @@ def recipe_rules(recipe: Recipe, dialect: Dialect) -> list[Rule]:
              "5m", "page",
              f"{{{{ $labels.{mod} }}}}: 3 or more engine restarts or replaced replicas in 30 minutes"
              f"{{{{ if $labels.{rep} }}}} ({{{{ $labels.{rep} }}}}){{{{ end }}}}"),
-        Rule("GpuThrottling", f"avg_over_time(({throttled})[10m:1m]) > 0.5", "10m", "warn",
+        Rule("GpuThrottling", f"avg_over_time({throttled_10m}) > 0.5", "10m", "warn",
              f"GPUs of {{{{ $labels.{rep} }}}} are held back by power/thermal/HW slowdown"),
         Rule("GpuXid", new_or_increased(xid, "10m"), "0m", "page", f"XID error on {{{{ $labels.{rep} }}}}"),
     ]  # fmt: skip

@@ -147,7 +147,7 @@ class PromEndpointSink:
         old = self._replicas.get(replica)
         if old is not None and old != base:
             stale = tuple(old.items())
-            self._table.drop(lambda _n, _f, labels: not set(stale) <= set(labels))
+            self._table.drop(lambda _n, _o, labels: not set(stale) <= set(labels))
         self._replicas[replica] = base
 
     @staticmethod
@@ -157,8 +157,8 @@ class PromEndpointSink:
     def _drop_engine_series(self, replica: str) -> None:
         mine = ("replica", replica)
         self._table.drop(
-            lambda name, family, labels: (
-                family.origin is not Origin.ENGINE or name in _KEEP_WHEN_DOWN or mine not in labels
+            lambda name, origin, labels: (
+                origin is not Origin.ENGINE or name in _KEEP_WHEN_DOWN or mine not in labels
             )
         )
 
@@ -179,12 +179,8 @@ class PromEndpointSink:
     ) -> None:
         if suffix is None:
             suffix = "_total" if kind == "counter" else ""
-        series = self._table.get(name, kind, help_text, origin, _merge_labels(base, extra), suffix)
-        if series is None:
-            return
-        if accumulate and not series.served:
-            series.unserved += value  # see Series.unserved
-        series.value = series.value + value if accumulate else value
+        labels = _merge_labels(base, extra)
+        self._table.add(name, kind, help_text, origin, labels, value, accumulate=accumulate, suffix=suffix)
 
     def _init_events(self, base: dict[str, str]) -> None:
         for kind in EventKind:
@@ -213,17 +209,14 @@ class PromEndpointSink:
             metric = signal_metric(row.signal)
             names.append((metric.name, metric.help))
         labels = _merge_labels(base, row.labels)
-        for name, help_text in names:
-            series = self._table.get(name, "histogram", help_text, Origin.ENGINE, labels)
-            if series is None:
-                continue
-            if series.bounds != bounds:  # new or re-bucketed: restart (a counter reset to Prometheus)
-                series.bounds, series.counts, series.sum = bounds, [0.0] * len(bounds), 0.0
-            running = 0.0
-            for i, count in enumerate(counts):
-                running = max(running, count)  # keep le buckets monotonic even on odd input
-                series.counts[i] += running
-            series.sum += row.sum
+        monotonic, running = [], 0.0
+        for count in counts:
+            running = max(running, count)  # keep le buckets monotonic even on odd input
+            monotonic.append(running)
+        for name, help_text in names:  # changed bounds restart the series (a reset to Prometheus)
+            self._table.add_histogram(
+                name, help_text, labels, bounds, tuple(monotonic), row.sum, monotonic[-1]
+            )
 
     def _gpu(self, base: dict[str, str], row: GpuRow) -> None:
         index = row.fields.get("gpu_index")

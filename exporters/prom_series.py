@@ -1,22 +1,27 @@
-"""The endpoint's live series: accumulated values, last-seen times, a TTL and a series cap.
+"""The endpoint's live series on the shared cumulative helper, plus what Prometheus needs on top.
 
-A series that no write has touched for ``ttl_s`` leaves the endpoint, so a pid, rank or label
-set that went away stops being served (Prometheus then marks it stale instead of plotting a
-frozen value). ``max_series`` bounds memory: a new label set beyond it is folded into one
-overflow series per family labelled ``otel_metric_overflow="true"`` (OpenTelemetry's
-``otel.metric.overflow`` attribute after the OTLP->Prometheus translation) and counted.
+Values, last-seen times, the TTL and the series cap are ``collectors.cumulative.CumulativeState``
+(shared with the OTLP sink): a series no write touched for ``ttl_s`` leaves, so a pid, rank or
+label set that went away stops being served (Prometheus marks it stale instead of plotting a
+frozen value); a new label set beyond ``max_series`` is folded into one overflow series per
+family (``otel.metric.overflow="true"``, served as ``otel_metric_overflow``) and counted.
+
+Kept here: each family's Prometheus type, HELP, origin and sample suffix, and a counter's
+increase written before its first scrape (served as 0 once, so ``increase()`` sees 0 -> n).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
+from enginescope.collectors.cumulative import CumulativeState
 from enginescope.exporters.prom_text import Family, Labels, Sample, format_value
 
 OVERFLOW_LABELS: Labels = (("otel_metric_overflow", "true"),)
+_HELPER_OVERFLOW = "otel.metric.overflow"
 
 
 class Origin(StrEnum):
@@ -27,26 +32,15 @@ class Origin(StrEnum):
     SIDECAR = "sidecar"
 
 
-@dataclass(slots=True)
-class Series:
-    value: float = 0.0
-    bounds: tuple[float, ...] = ()
-    counts: list[float] = field(default_factory=list)
-    sum: float = 0.0
-    last_seen_s: float = 0.0
-    # Increase written before the series was first served: served as 0 once, so Prometheus'
-    # increase() sees 0 -> n instead of a series that starts at n (which it cannot count).
-    unserved: float = 0.0
-    served: bool = False
-
-
-@dataclass(slots=True)
-class _Family:
+@dataclass(frozen=True, slots=True)
+class _Meta:
     kind: str  # counter | gauge | histogram | untyped
     help: str
     origin: Origin
     suffix: str  # a counter's sample suffix: "_total", or "" for an engine counter without it
-    series: dict[Labels, Series] = field(default_factory=dict)
+
+
+Keep = Callable[[str, Origin, Labels], bool]
 
 
 class SeriesTable:
@@ -55,65 +49,67 @@ class SeriesTable:
     def __init__(self, ttl_s: float, max_series: int, clock: Callable[[], float] = time.monotonic) -> None:
         if ttl_s <= 0 or max_series <= 0:
             raise ValueError(f"series ttl_s and max_series must be > 0 (got {ttl_s}, {max_series})")
-        self.ttl_s = ttl_s
-        self.max_series = max_series
         self.clock = clock
-        self.folded = 0  # label sets folded into an overflow series since start
-        self._families: dict[str, _Family] = {}
-        self._live = 0
+        self._state = CumulativeState(ttl_s, max_series)
+        self._meta: dict[str, _Meta] = {}
+        self._unserved: dict[tuple[str, Labels], float] = {}
+        self._served: set[tuple[str, Labels]] = set()
 
     @property
     def live_series(self) -> int:
-        return self._live
+        return len(self._state)
 
-    def get(
-        self, name: str, kind: str, help_text: str, origin: Origin, labels: Labels, suffix: str = ""
-    ) -> Series | None:
-        """The series to update (created if new, the overflow series past the cap); None if the
-        family already exists with another kind (an engine changing a family's type)."""
-        family = self._families.get(name)
-        if family is None:
-            family = self._families[name] = _Family(kind, help_text, origin, suffix)
-        elif family.kind != kind:
-            return None
-        series = family.series.get(labels)
-        if series is None:
-            if self._live >= self.max_series:
-                self.folded += 1
-                labels = OVERFLOW_LABELS
-                series = family.series.get(labels)
-            if series is None:
-                series = family.series[labels] = Series()
-                self._live += 1
-        series.last_seen_s = self.clock()
-        return series
+    @property
+    def folded(self) -> int:
+        """Updates of new label sets folded into an overflow series since start."""
+        return self._state.overflow_updates
 
-    def drop(self, keep: Callable[[str, _Family, Labels], bool]) -> int:
+    def _family(self, name: str, kind: str, help_text: str, origin: Origin, suffix: str) -> bool:
+        """Register a family; False if it exists with another type (an engine changed it)."""
+        meta = self._meta.setdefault(name, _Meta(kind, help_text, origin, suffix))
+        return meta.kind == kind
+
+    def add(self, name: str, kind: str, help_text: str, origin: Origin, labels: Labels, value: float,
+            *, accumulate: bool, suffix: str = "") -> None:  # fmt: skip
+        if not self._family(name, kind, help_text, origin, suffix):
+            return
+        now_s = self.clock()
+        if not accumulate:
+            self._state.set(name, labels, value, now_s)
+            return
+        self._state.add(name, labels, value, now_s, 0.0)
+        key = (name, labels)
+        if key not in self._served:
+            self._unserved[key] = self._unserved.get(key, 0.0) + max(0.0, value)
+
+    def add_histogram(self, name: str, help_text: str, labels: Labels, bounds: tuple[float, ...],
+                      counts: tuple[float, ...], sum_: float, count: float) -> None:  # fmt: skip
+        if self._family(name, "histogram", help_text, Origin.ENGINE, ""):
+            self._state.add_histogram(name, labels, bounds, counts, sum_, count, self.clock(), 0.0)
+
+    def drop(self, keep: Keep) -> int:
         """Remove every series for which ``keep`` is False; returns how many went."""
-        dropped = 0
-        for name, family in list(self._families.items()):
-            for labels in [lb for lb in family.series if not keep(name, family, lb)]:
-                del family.series[labels]
-                dropped += 1
-            if not family.series:
-                del self._families[name]
-        self._live -= dropped
-        return dropped
+        return self._state.forget(lambda name, labels: not keep(name, self._meta[name].origin, labels))
 
     def expire(self) -> int:
-        cutoff = self.clock() - self.ttl_s
-        return self.drop(lambda _n, family, labels: family.series[labels].last_seen_s >= cutoff)
+        return self._state.expire(self.clock())
 
     def families(self) -> Iterator[Family]:
-        for name, family in self._families.items():
-            out = Family(name, family.kind, family.help)
-            for labels, s in family.series.items():
-                if family.kind == "histogram":
-                    for bound, count in zip(s.bounds, s.counts, strict=True):
-                        out.samples.append(Sample("_bucket", (*labels, ("le", format_value(bound))), count))
-                    out.samples.append(Sample("_count", labels, s.counts[-1] if s.counts else 0.0))
-                    out.samples.append(Sample("_sum", labels, s.sum))
-                else:
-                    out.samples.append(Sample(family.suffix, labels, s.value - s.unserved))
-                    s.unserved, s.served = 0.0, True
-            yield out
+        out: dict[str, Family] = {}
+        live: set[tuple[str, Labels]] = set()
+        for p in self._state.collect(self.clock()):
+            meta = self._meta[p.name]
+            family = out.setdefault(p.name, Family(p.name, meta.kind, meta.help))
+            labels = OVERFLOW_LABELS if p.labels and p.labels[0][0] == _HELPER_OVERFLOW else p.labels
+            key = (p.name, p.labels)
+            live.add(key)
+            if meta.kind == "histogram":
+                for bound, n in zip(p.bounds, p.counts, strict=True):
+                    family.samples.append(Sample("_bucket", (*labels, ("le", format_value(bound))), n))
+                family.samples.append(Sample("_count", labels, p.counts[-1] if p.counts else 0.0))
+                family.samples.append(Sample("_sum", labels, p.sum))
+            else:
+                family.samples.append(Sample(meta.suffix, labels, p.value - self._unserved.pop(key, 0.0)))
+                self._served.add(key)
+        self._served &= live  # a series that left and comes back is new again
+        yield from out.values()

@@ -241,3 +241,4 @@ def _merge(into: Batch, part: Batch) -> None:
     into.events.extend(part.events)
     into.gpu.extend(part.gpu)
     into.requests.extend(part.requests)
+    into.series.extend(part.series)

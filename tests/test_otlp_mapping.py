@@ -97,7 +97,7 @@ def test_counter_reset_starts_new_series_and_delta_never_negative():
     fed = [_counter_batch(ts[0], 10, None), _counter_batch(ts[1], 15, 5), _counter_batch(ts[2], 3, 3),
            _counter_batch(ts[3], 8, 5), _counter_batch(ts[4], 20, 12)]  # fmt: skip
     cumulative = [named(p, "sglang:prompt_tokens_total") for p in run(fed, names=NameStyle.NATIVE)]
-    assert cumulative[0] == []  # baseline: nothing known yet
+    assert cumulative[0][0].value == 0  # baseline: the series exists, nothing counted yet
     values = [p[0].value for p in cumulative[1:]]
     starts = [p[0].start_ns for p in cumulative[1:]]
     assert values == [5, 3, 8, 20]
@@ -105,7 +105,7 @@ def test_counter_reset_starts_new_series_and_delta_never_negative():
     assert starts[1] > cumulative[1][0].time_ns  # new series begins after the last point of the old one
     assert starts[1] == starts[2] == starts[3]
     delta = [p for points in run(fed, names=NameStyle.NATIVE, temporality=Temporality.DELTA) for p in points]
-    assert [p.value for p in delta] == [5, 3, 5, 12]
+    assert [p.value for p in delta] == [0, 5, 3, 5, 12]
     assert all(p.value >= 0 and p.temporality == DELTA for p in delta)
 
 
@@ -155,7 +155,7 @@ def test_semconv_names_units_attributes_and_resource():
     assert gpu["hw.gpu.memory.usage"].unit == "By" and gpu["hw.gpu.memory.usage"].value == 70e9
     assert gpu["hw.power"].unit == "W" and gpu["hw.power"].attributes["hw.type"] == "gpu"
     assert gpu["hw.temperature"].unit == "Cel" and gpu["hw.temperature"].attributes["hw.parent"] == "GPU-aaaa"
-    assert "hw.energy" not in gpu  # first energy reading is a baseline
+    assert gpu["hw.energy"].value == 0  # first energy reading is a baseline
 
 
 def test_service_name_and_resource_attributes_from_config():
@@ -170,7 +170,7 @@ def test_gpu_energy_counter_and_clock_event_reasons():
     fed = batches(3)
     delta = run(fed, temporality=Temporality.DELTA)
     energy = [p for points in delta for p in named(points, "hw.energy")]
-    assert [p.value for p in energy] == [1500.0, 1500.0] and energy[0].unit == "J"
+    assert [p.value for p in energy] == [0.0, 1500.0, 1500.0] and energy[0].unit == "J"
     reasons = {p.attributes["enginescope.gpu.clock_event.reason"]: p.value
                for p in named(delta[1], "enginescope.gpu.clock_event.active")}  # fmt: skip
     assert reasons["sw_power_cap"] == 1.0 and reasons["hw_thermal"] == 0.0

@@ -328,3 +328,55 @@ def test_gpu_readings_pair_with_engine_samples_by_asof_join(tmp_path: Path, base
     for engine_ts, gpu_ts, _, power_w in rows:
         assert gpu_ts <= engine_ts and (engine_ts - gpu_ts).total_seconds() < 1.0
         assert 70 < power_w < 700
+
+
+@pytest.mark.slow
+def test_otlp_exports_one_ttft_point_per_series_per_interval_idle_or_not(
+    tmp_path: Path, base_text: str
+) -> None:
+    """Issue 11 done-when: 1 s scrapes, 5 s exports of an unchanging exposition -> one TTFT
+    point per series per 5 s, with the engine's own bucket bounds, although nothing changed."""
+    import time
+
+    from enginescope.collectors.exposition import parse_exposition
+    from enginescope.exporters.otlp import OtlpConfig, OtlpSink
+    from tests.otlp_receivers import HttpReceiver
+
+    engine_bounds: dict[str, tuple[float, ...]] = {}  # is_streaming -> finite le bounds
+    for family in parse_exposition(base_text).families:
+        for sample in family.samples if family.name == TTFT else ():
+            if sample.ref.role == "bucket" and sample.ref.bound != float("inf"):
+                key = dict(sample.ref.series_labels)["is_streaming"]
+                engine_bounds[key] = (*engine_bounds.get(key, ()), sample.ref.bound)
+    receiver = HttpReceiver().start()
+    otlp = OtlpSink(
+        OtlpConfig(endpoint=receiver.endpoint + "/v1/metrics", interval_s=5.0, compression="gzip")
+    )
+    try:
+        with ExpositionServer(base_text) as server:
+            sidecar = Sidecar(
+                SidecarConfig(engine_url=server.url, store_dir=tmp_path, interval_s=1.0, extra_sinks=[otlp])
+            )
+            sidecar.start()
+            time.sleep(11.5)  # exports at ~5 s and ~10 s
+            points = [p for p in receiver.points() if p.name == "gen_ai.server.time_to_first_token"]
+            scrapes = len(server.accept_headers)
+            sidecar.stop()
+    finally:
+        receiver.stop()
+    assert scrapes >= 10  # the sidecar did scrape every second
+    by_time: dict[int, list] = {}
+    for p in points:
+        by_time.setdefault(p.time_ns, []).append(p)
+    times = sorted(by_time)
+    assert len(times) == 2, times  # one export per 5 s, not one per scrape
+    assert 4.5 <= (times[1] - times[0]) / 1e9 <= 5.5
+    for t in times:
+        streaming = sorted(p.attributes["sglang.is_streaming"] for p in by_time[t])
+        assert streaming == ["false", "true"]  # every series, each once, idle as they are
+        for p in by_time[t]:
+            assert p.count == 0 and p.temporality == 2  # nothing new since the sidecar started
+            assert p.explicit_bounds == engine_bounds[p.attributes["sglang.is_streaming"]]
+            assert p.attributes["gen_ai.request.model"] == "meta-llama/Llama-3.1-8B-Instruct"
+    starts = {(p.attributes["sglang.is_streaming"], p.start_ns) for p in points}
+    assert len(starts) == 2  # a stable start time per series

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,7 @@ def test_exporter_health_is_stored_while_the_otlp_endpoint_is_down(tmp_path: Pat
         sidecar = Sidecar(SidecarConfig(engine_url=server.url, store_dir=tmp_path, extra_sinks=[otlp]))
         for _ in range(3):
             sidecar.tick()
+            time.sleep(0.2)  # the exporter collects every 50 ms on its own clock
         sidecar.stop()
     con = open_store(tmp_path)
     backlog = con.execute(
@@ -380,3 +382,53 @@ def test_otlp_exports_one_ttft_point_per_series_per_interval_idle_or_not(
             assert p.attributes["gen_ai.request.model"] == "meta-llama/Llama-3.1-8B-Instruct"
     starts = {(p.attributes["sglang.is_streaming"], p.start_ns) for p in points}
     assert len(starts) == 2  # a stable start time per series
+
+
+class _SlowDisk:
+    """A sink on a slow disk: every write takes 1 s, closing takes far longer than any grace."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def write(self, batch) -> None:
+        time.sleep(1.0)
+        self.writes += 1
+
+    def flush(self) -> None:
+        time.sleep(60)
+
+    def close(self) -> None:
+        time.sleep(60)
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_stop_shares_one_deadline_across_a_hung_otlp_endpoint_and_a_slow_disk(
+    tmp_path: Path, base_text: str, protocol: str
+) -> None:
+    from enginescope.exporters.otlp import OtlpConfig, OtlpSink
+    from enginescope.exporters.otlp.config import Protocol
+    from enginescope.store import open_store
+    from tests.otlp_receivers import HangingReceiver
+
+    hung = HangingReceiver()
+    endpoint = hung.endpoint if protocol == "grpc" else hung.endpoint + "/v1/metrics"
+    otlp = OtlpSink(
+        OtlpConfig(endpoint=endpoint, protocol=Protocol(protocol), timeout_s=10.0, interval_s=3600)
+    )
+    slow = _SlowDisk()
+    try:
+        with ExpositionServer(base_text) as server:
+            sidecar = Sidecar(
+                SidecarConfig(engine_url=server.url, store_dir=tmp_path, extra_sinks=[otlp, slow])
+            )
+            sidecar.tick()
+            began = time.monotonic()
+            results = sidecar.stop(timeout_s=3.0)
+            took_s = time.monotonic() - began
+    finally:
+        hung.stop()
+    assert took_s < 3.8, took_s  # alone, the OTLP timeout (10 s) or the disk (60 s) would exceed it
+    assert results == {"0:StoreWriter": True, "1:OtlpSink": False, "2:_SlowDisk": False}
+    con = open_store(tmp_path)  # the store was flushed within the deadline, final tick included
+    kinds = [r[0] for r in con.execute("SELECT kind FROM events ORDER BY ts").fetchall()]
+    assert kinds == ["container_started", "engine_ready", "container_stopped"]

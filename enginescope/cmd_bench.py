@@ -97,11 +97,17 @@ def engine_buckets(text: str) -> dict[str, BUCKETS]:
 
 
 def bucket_increase(before: BUCKETS | None, after: BUCKETS) -> BUCKETS:
-    """Bucket increases over a level; a reset (engine restart) counts from zero, never negative."""
+    """Bucket increases over a level; a reset (engine restart) counts from zero, never negative.
+    The reset rule is the pipeline's own (``collectors.deltas.histogram_increase``)."""
+    from enginescope.collectors.deltas import HistogramState, histogram_increase
+
     bounds, counts = after
-    if before is None or before[0] != bounds or any(a < b for a, b in zip(counts, before[1], strict=True)):
+    if before is None:
         return after
-    return bounds, tuple(a - b for a, b in zip(counts, before[1], strict=True))
+    current = HistogramState(bounds, counts, 0.0, counts[-1] if counts else 0.0)
+    previous = HistogramState(before[0], before[1], 0.0, before[1][-1] if before[1] else 0.0)
+    increase, _ = histogram_increase(previous, current)
+    return increase.bounds, increase.counts
 
 
 def engine_quantiles(before: dict[str, BUCKETS], after: dict[str, BUCKETS]) -> dict[str, float]:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import modal
+import modal.exception
 
 from enginescope.deploy.sources import with_sources
 from enginescope.recipes.schema import Recipe
@@ -96,8 +98,39 @@ def secret_names(recipe: Recipe) -> list[str]:
     return [name for name in (recipe.model.hf_secret, recipe.sidecar.otlp_secret) if name]
 
 
-def secrets_for(recipe: Recipe) -> list[modal.Secret]:
-    return [modal.Secret.from_name(name) for name in secret_names(recipe)]
+def _can_look_up_secrets() -> bool:
+    """A Modal token is configured and we are the deploying client, not a running container."""
+    if os.environ.get("MODAL_IS_REMOTE") == "1":
+        return False
+    return bool(os.environ.get("MODAL_TOKEN_ID")) or (Path.home() / ".modal.toml").is_file()
+
+
+def secret_exists(name: str) -> bool:
+    """True unless Modal says the Secret does not exist (offline: assume it does)."""
+    if not _can_look_up_secrets():
+        return True
+    try:
+        modal.Secret.from_name(name).hydrate()
+    except modal.exception.NotFoundError:
+        return False
+    except Exception:  # noqa: BLE001 (network/auth trouble: let the deploy itself report it)
+        return True
+    return True
+
+
+def secrets_for(recipe: Recipe, exists: Callable[[str], bool] | None = None) -> list[modal.Secret]:
+    """The Secrets to attach. The OTLP Secret is optional (recipes say so): a missing one is
+    left out with a warning and the container writes the store only; a missing HF Secret is
+    an error at deploy time as before."""
+    exists = exists or secret_exists
+    names = []
+    for name in secret_names(recipe):
+        if name == recipe.sidecar.otlp_secret and name != recipe.model.hf_secret and not exists(name):
+            print(f"warning: Modal Secret {name!r} (sidecar.otlp_secret) not found: deploying without OTLP "
+                  "export", file=sys.stderr)  # fmt: skip
+            continue
+        names.append(name)
+    return [modal.Secret.from_name(name) for name in names]
 
 
 def server_options(recipe: Recipe) -> dict[str, Any]:

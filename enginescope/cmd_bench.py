@@ -26,6 +26,7 @@ from typing import Any
 
 from enginescope.cli import CliError
 from enginescope.collectors.signals import QUANTILES, SLOS
+from enginescope.http_headers import add_header_arguments, request_headers
 from enginescope.simfleet.profile import profile_for_recipe
 
 HELP = "Sweep concurrency against an endpoint; store client- vs engine-side latency/throughput curves."
@@ -60,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--port", type=int, default=0, help="port for the simulated engine (default: any free)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    add_header_arguments(parser)  # Modal proxy auth for a deployed endpoint
 
 
 def _csv(values: tuple[int, ...]) -> str:
@@ -123,13 +125,15 @@ def engine_quantiles(before: dict[str, BUCKETS], after: dict[str, BUCKETS]) -> d
     return row
 
 
-async def _scrape(url: str) -> dict[str, BUCKETS]:
+async def _scrape(url: str, headers: tuple[tuple[str, str], ...] = ()) -> dict[str, BUCKETS]:
     """Engine buckets from ``<url>/metrics`` (async: the simulated engine may share this loop)."""
     from enginescope.loadgen.openai_client import ClientError, http_request
 
     try:
         async with asyncio.timeout(5.0):
-            status, body = await http_request("GET", f"{url}/metrics", {"Accept": "text/plain;version=0.0.4"})
+            status, body = await http_request(
+                "GET", f"{url}/metrics", {**dict(headers), "Accept": "text/plain;version=0.0.4"}
+            )
             text = b"".join([chunk async for chunk in body]).decode("utf-8", "replace")
     except (OSError, TimeoutError, ClientError):
         return {}  # an endpoint without /metrics still gets its client-side curve
@@ -158,7 +162,13 @@ def client_row(results: list[Any], duration_s: float) -> dict[str, float]:
 
 
 async def _run_level(
-    url: str, model: str, concurrency: int, duration_s: float, mix: Any, seed: int
+    url: str,
+    model: str,
+    concurrency: int,
+    duration_s: float,
+    mix: Any,
+    seed: int,
+    headers: tuple[tuple[str, str], ...] = (),
 ) -> list[Any]:
     from enginescope.loadgen.generator import LoadConfig, LoadGenerator, Poisson
     from enginescope.loadgen.router import Router
@@ -166,7 +176,9 @@ async def _run_level(
     router = Router()
     router.set_backends({"endpoint": url})
     # Arrivals far faster than service: the concurrency cap, not the rate, sets the load.
-    config = LoadConfig(model=model, max_concurrency=concurrency, seed=seed, request_timeout_s=120.0)
+    config = LoadConfig(
+        model=model, max_concurrency=concurrency, seed=seed, request_timeout_s=120.0, headers=headers
+    )
     generator = LoadGenerator(router, Poisson(rate_rps=200.0 * concurrency), mix, config)
     # Arrivals queue behind the cap, so end them on the clock; requests in flight still finish.
     stopper = asyncio.get_running_loop().call_later(duration_s, generator.stop_arrivals)
@@ -177,7 +189,13 @@ async def _run_level(
 
 
 async def sweep(
-    url: str, recipe: Any, levels: list[int], duration_s: float, seed: int = 0, itl_slo_side: str = "client"
+    url: str,
+    recipe: Any,
+    levels: list[int],
+    duration_s: float,
+    seed: int = 0,
+    itl_slo_side: str = "client",
+    headers: tuple[tuple[str, str], ...] = (),
 ) -> list[dict[str, Any]]:
     """One row per level. ``itl_slo_side``: whose ITL p95 the SLO judges (``client`` or ``engine``)."""
     from enginescope.loadgen.generator import SHAREGPT_LIKE, LogNormalTokens, RequestMix
@@ -189,12 +207,12 @@ async def sweep(
     print(HEADER, flush=True)
     rows = []
     for concurrency in levels:
-        before = await _scrape(url)
+        before = await _scrape(url, headers)
         started = time.time()
-        results = await _run_level(url, recipe.model.served_name, concurrency, duration_s, mix, seed)
+        results = await _run_level(url, recipe.model.served_name, concurrency, duration_s, mix, seed, headers)
         elapsed_s = max(time.time() - started, 1e-9)
         row: dict[str, Any] = {"ts_s": time.time(), "concurrency": concurrency, "duration_s": elapsed_s}
-        row |= client_row(results, elapsed_s) | engine_quantiles(before, await _scrape(url))
+        row |= client_row(results, elapsed_s) | engine_quantiles(before, await _scrape(url, headers))
         row["meets_slo"] = meets_slo(row, recipe, itl_slo_side)
         rows.append(row)
         print(format_row(row), flush=True)
@@ -291,7 +309,7 @@ async def _bench(
 ) -> tuple[list[dict[str, Any]], str]:
     if args.url:
         url = args.url.rstrip("/")
-        return await sweep(url, recipe, levels, duration_s, args.seed), url
+        return await sweep(url, recipe, levels, duration_s, args.seed, headers=request_headers(args)), url
     async with simulated_engine(recipe, args.port, args.seed) as url:
         print(f"simulated {recipe.model.served_name} (recipe {recipe.name}) at {url}", flush=True)
         # The simulated server flushes streamed tokens once per 25 ms engine tick, so client-side

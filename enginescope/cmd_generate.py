@@ -1,4 +1,8 @@
-"""``enginescope generate-configs``: write (or ``--check``) deploy/observability/."""
+"""``enginescope generate-configs``: write (or ``--check``) the observability configs.
+
+They go where ``--out`` says, by default the current directory: never next to the installed
+package (from a wheel that is site-packages).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,16 @@ from pathlib import Path
 
 from enginescope.cli import CliError
 
-HELP = "generate the OTel Collector config, Grafana dashboard and Prometheus alerts from the recipes"
+HELP = (
+    "generate the OTel Collector config, Grafana/Datadog dashboards and Prometheus alerts from the recipes"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from enginescope.exporters.observability_gen import DEFAULT_OUT_DIR, RECIPES_DIR
+    from enginescope.exporters.observability_gen import RECIPES_DIR
 
     parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT_DIR, help="output folder (default: %(default)s)"
+        "--out", type=Path, default=Path("."), help="output folder (default: the current directory)"
     )
     parser.add_argument(
         "--recipes", type=Path, default=RECIPES_DIR, help="recipe folder (default: %(default)s)"

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from enginescope.cli import CliError
+from enginescope.http_headers import add_header_arguments, request_headers
 from enginescope.loadgen.generator import (
     PATTERNS,
     SHAREGPT_LIKE,
@@ -35,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api", choices=("chat", "completions"), default="chat")
     parser.add_argument("--max-concurrency", type=int, help="cap on requests in flight")
     parser.add_argument("--seed", type=int, default=0)
+    add_header_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
 async def _drive(args: argparse.Namespace, pattern: object) -> list:
     api_key = os.environ.get("OPENAI_API_KEY", "")
-    model = args.model or await _default_model(args.url, api_key)
+    headers = request_headers(args)
+    model = args.model or await _default_model(args.url, api_key, headers)
     router = Router()
     router.set_backends({"endpoint": args.url})
     config = LoadConfig(
@@ -66,15 +69,16 @@ async def _drive(args: argparse.Namespace, pattern: object) -> list:
         stream=args.stream,
         max_concurrency=args.max_concurrency,
         api_key=api_key,
+        headers=headers,
         seed=args.seed,
     )
     generator = LoadGenerator(router, pattern, SHAREGPT_LIKE, config)  # type: ignore[arg-type]
     return await generator.run(args.duration_s)
 
 
-async def _default_model(url: str, api_key: str) -> str:
+async def _default_model(url: str, api_key: str, headers: tuple[tuple[str, str], ...] = ()) -> str:
     try:
-        models = await list_models(url, api_key)
+        models = await list_models(url, api_key, headers)
     except (ClientError, OSError) as exc:
         raise CliError(f"cannot list models at {url} (pass --model): {exc}") from None
     if not models:

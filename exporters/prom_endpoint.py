@@ -1,78 +1,78 @@
 """``PromEndpointSink``: the sidecar's enriched view on a Prometheus ``/metrics`` endpoint.
 
-What it serves (text format 0.0.4), every series labelled with the replica's identity
-(``replica``, ``engine``, ``model``, ``region``, ``gpu_type``):
+What it serves, every series labelled with the replica's identity (``replica``, ``engine``,
+``model``, ``region``, ``gpu_type``), in text 0.0.4 or OpenMetrics 1.0 as negotiated:
 
-- ``enginescope_<histogram signal>_bucket/_sum/_count`` (e.g. ``enginescope_ttft_seconds``):
-  the engine's own buckets, summed from the per-interval increases since the sidecar started.
-  Increases are reset-aware, so the series only go up; changed bounds restart the series
-  (a counter reset to Prometheus, which ``rate()`` handles).
-- ``enginescope_<gauge signal>`` (``enginescope_queue_depth``, ``enginescope_gpu_power_w``, ...)
-  and ``enginescope_<counter signal>_total`` (accumulated increases).
-- ``enginescope_gpu_device_<field>{gpu, gpu_index}``: every numeric NVML column per GPU.
-- ``enginescope_events_total{kind}``: events seen (every kind starts at 0, so ``increase()``
-  sees the first one).
-- the raw engine samples under their own names (so existing engine dashboards keep working),
-  and the sidecar's self-metrics.
+- the engine's own families under their own names, histograms included
+  (``sglang:time_to_first_token_seconds_bucket``), so the engines' published Grafana dashboards
+  work against the sidecar unchanged. Histograms are the per-interval increases summed since
+  the sidecar started (reset-aware, so they only go up; changed bounds restart the series);
+  gauges and counters are the engine's last value.
+- the registry's signals under ``enginescope_*`` in base units with the registry's HELP
+  (names: ``enginescope.exporters.prom_names``): histograms, gauges, counters (``_total``).
+- ``enginescope_gpu_device_*{gpu, gpu_index}``: every numeric NVML column per GPU.
+- ``enginescope_events_total{kind}``: events seen; every kind starts at 0, so ``increase()``
+  sees the first one.
+- ``enginescope_endpoint_series`` and ``enginescope_endpoint_series_folded_total``.
 
+Staleness: a series not written for ``ttl_s`` leaves; when a replica's engine reports down
+(``engine_up`` = 0) its engine series leave at once (``engine_up`` and events stay); when a
+replica's identity changes (the model label arriving late) the old label set leaves.
 Loopback by default: the endpoint is unauthenticated.
 """
 
 from __future__ import annotations
 
+import gzip
 import math
 import re
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.metrics_core import Metric
-from prometheus_client.utils import floatToGoString
-
-from enginescope.collectors.catalog import COUNTER_SIGNALS, HISTOGRAM_SIGNALS
 from enginescope.collectors.model import Batch, EventKind, GpuRow, HistogramRow, Identity, SampleRow
+from enginescope.collectors.signals import SIGNALS, Kind, Scope
+from enginescope.exporters.prom_names import (
+    EVENTS,
+    SERIES_FOLDED,
+    SERIES_LIVE,
+    gpu_column_metric,
+    signal_metric,
+)
+from enginescope.exporters.prom_series import Origin, SeriesTable
+from enginescope.exporters.prom_text import (
+    OPENMETRICS_CONTENT_TYPE,
+    TEXT_CONTENT_TYPE,
+    Family,
+    Labels,
+    Sample,
+    render,
+    wants_openmetrics,
+)
 
-PREFIX = "enginescope_"
+# Not 9400 (dcgm-exporter) nor anything in 9100-9999, which Prometheus' default-port
+# allocation list has filled; 19400 is in no list we found and easy to remember.
+DEFAULT_PORT = 19400
+DEFAULT_TTL_S = 300.0  # like Prometheus' 5-minute lookback: a series idle that long is gone
+DEFAULT_MAX_SERIES = 50_000
 REPLICA_LABELS = ("replica", "engine", "model", "region", "gpu_type")
-GPU_DEVICE_PREFIX = "enginescope_gpu_device_"
-GPU_IDENTITY_FIELDS = frozenset({"gpu_index", "gpu_name", "pci_bus_id", "driver_version", "xid_last"})
-GPU_COUNTER_FIELDS = frozenset({"energy_j"})  # totals since driver load
 _BAD_LABEL = re.compile(r"[^a-zA-Z0-9_]")
-LabelDict = tuple[tuple[str, str], ...]
-
-
-def canonical_name(signal: str) -> str:
-    """Prometheus family name of a canonical signal (counters get ``_total`` on their sample)."""
-    return PREFIX + signal
-
-
-@dataclass
-class _Hist:
-    bounds: tuple[float, ...]
-    counts: list[float]
-    sum: float = 0.0
-
-
-@dataclass
-class _State:
-    """Everything exposed, keyed by (family, type) then by label set."""
-
-    hists: dict[str, dict[LabelDict, _Hist]] = field(default_factory=dict)
-    gauges: dict[str, dict[LabelDict, float]] = field(default_factory=dict)
-    counters: dict[str, dict[LabelDict, float]] = field(default_factory=dict)
-    raw: dict[str, tuple[str, dict[LabelDict, float]]] = field(default_factory=dict)
+_KEEP_WHEN_DOWN = frozenset({signal_metric("engine_up").name, EVENTS.name})
+_RAW_HELP = "{engine} engine sample re-served unchanged by the enginescope sidecar"
 
 
 def _identity_labels(identity: Identity) -> dict[str, str]:
     return {name: getattr(identity, name) for name in REPLICA_LABELS}
 
 
-def _merge_labels(base: dict[str, str], extra: LabelDict) -> LabelDict:
+def _merge_labels(base: dict[str, str], extra: Labels) -> Labels:
     """Engine labels plus ours; an engine label that clashes with ours becomes ``engine_<name>``."""
     merged = dict(base)
     for key, value in extra:
         key = _BAD_LABEL.sub("_", key)
+        if key[:1].isdigit() or key.startswith("__") or key == "le":
+            key = "engine_" + key.lstrip("_")
         merged[f"engine_{key}" if key in base else key] = value
     return tuple(sorted(merged.items()))
 
@@ -80,18 +80,28 @@ def _merge_labels(base: dict[str, str], extra: LabelDict) -> LabelDict:
 class PromEndpointSink:
     """A ``Sink`` serving ``/metrics``; ``port=0`` picks a free port (see :attr:`port`)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9400, include_raw: bool = True) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        include_raw: bool = True,
+        ttl_s: float = DEFAULT_TTL_S,
+        max_series: int = DEFAULT_MAX_SERIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.include_raw = include_raw
-        self._state = _State()
+        self._table = SeriesTable(ttl_s, max_series, clock)
+        self._replicas: dict[str, dict[str, str]] = {}  # replica -> its current identity labels
         self._lock = threading.Lock()
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self)
         try:
-            self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+            self._server = ThreadingHTTPServer((host, port), _handler(self))
         except OSError as exc:
             raise OSError(
                 f"Prometheus endpoint: cannot listen on {host}:{port}: {exc.strerror or exc}"
             ) from exc
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="prom-endpoint", daemon=True)
+        self._thread.start()
         self.host = host
         self.port: int = self._server.server_address[1]
 
@@ -104,25 +114,23 @@ class PromEndpointSink:
     def write(self, batch: Batch) -> None:
         base = _identity_labels(batch.identity)
         with self._lock:
+            self._track_identity(base)
+            if self._engine_went_down(batch):
+                self._drop_engine_series(base["replica"])
             self._init_events(base)
             for row in batch.histograms:
                 self._histogram(base, row)
-            for signal in batch.signals:
-                labels = _merge_labels(base, signal.labels)
-                if signal.signal in COUNTER_SIGNALS:
-                    series = self._state.counters.setdefault(canonical_name(signal.signal), {})
-                    series[labels] = series.get(labels, 0.0) + max(0.0, signal.value)
-                else:
-                    self._state.gauges.setdefault(canonical_name(signal.signal), {})[labels] = signal.value
+            for row in batch.signals:
+                self._signal(base, row.signal, row.value, row.labels)
             for gpu in batch.gpu:
                 self._gpu(base, gpu)
-            events = self._state.counters[canonical_name("events")]
             for event in batch.events:
-                labels = tuple(sorted({**base, "kind": event.kind}.items()))
-                events[labels] = events.get(labels, 0.0) + 1
+                self._add(
+                    EVENTS.name, "counter", EVENTS.help, Origin.SIDECAR, base, (("kind", event.kind),), 1.0
+                )
             if self.include_raw:
                 for sample in batch.samples:
-                    self._raw(base, sample)
+                    self._raw(base, batch.identity.engine, sample)
 
     def flush(self) -> None:
         pass
@@ -131,78 +139,155 @@ class PromEndpointSink:
         self._server.shutdown()
         self._server.server_close()
 
+    # -- staleness -------------------------------------------------------------------------
+
+    def _track_identity(self, base: dict[str, str]) -> None:
+        """A replica whose labels changed (model known late): its old label set leaves."""
+        replica = base["replica"]
+        old = self._replicas.get(replica)
+        if old is not None and old != base:
+            stale = tuple(old.items())
+            self._table.drop(lambda _n, _f, labels: not set(stale) <= set(labels))
+        self._replicas[replica] = base
+
+    @staticmethod
+    def _engine_went_down(batch: Batch) -> bool:
+        return any(r.signal == "engine_up" and r.value == 0 for r in batch.signals)
+
+    def _drop_engine_series(self, replica: str) -> None:
+        mine = ("replica", replica)
+        self._table.drop(
+            lambda name, family, labels: (
+                family.origin is not Origin.ENGINE or name in _KEEP_WHEN_DOWN or mine not in labels
+            )
+        )
+
     # -- state updates (caller holds the lock) -------------------------------------------
 
+    def _add(
+        self,
+        name: str,
+        kind: str,
+        help_text: str,
+        origin: Origin,
+        base: dict[str, str],
+        extra: Labels,
+        value: float,
+        *,
+        accumulate: bool = True,
+        suffix: str | None = None,
+    ) -> None:
+        if suffix is None:
+            suffix = "_total" if kind == "counter" else ""
+        series = self._table.get(name, kind, help_text, origin, _merge_labels(base, extra), suffix)
+        if series is None:
+            return
+        if accumulate and not series.served:
+            series.unserved += value  # see Series.unserved
+        series.value = series.value + value if accumulate else value
+
     def _init_events(self, base: dict[str, str]) -> None:
-        events = self._state.counters.setdefault(canonical_name("events"), {})
         for kind in EventKind:
-            events.setdefault(tuple(sorted({**base, "kind": kind.value}.items())), 0.0)
+            self._add(EVENTS.name, "counter", EVENTS.help, Origin.SIDECAR, base, (("kind", kind.value),), 0.0)
+
+    def _signal(self, base: dict[str, str], name: str, value: float, labels: Labels) -> None:
+        sig = SIGNALS.get(name)
+        if sig is None or not math.isfinite(value):
+            return
+        metric = signal_metric(name)
+        origin = Origin.GPU if sig.scope is Scope.GPU else Origin.ENGINE
+        if sig.kind is Kind.COUNTER:  # the store holds increases: accumulate, never decrease
+            self._add(metric.name, "counter", metric.help, origin, base, labels, max(0.0, value))
+        elif sig.kind is Kind.GAUGE:
+            scaled = value * metric.scale
+            self._add(metric.name, "gauge", metric.help, origin, base, labels, scaled, accumulate=False)
 
     def _histogram(self, base: dict[str, str], row: HistogramRow) -> None:
         if not row.bounds or len(row.bounds) != len(row.counts):
             return
-        # An unmapped engine histogram keeps its own name (``sglang:foo_seconds``).
-        name = canonical_name(row.signal) if row.signal in HISTOGRAM_SIGNALS else row.metric
         bounds, counts = row.bounds, row.counts
-        if not math.isinf(bounds[-1]):  # text format needs a +Inf bucket
+        if not math.isinf(bounds[-1]):  # the text format needs a +Inf bucket
             bounds, counts = (*bounds, math.inf), (*counts, row.count)
-        series = self._state.hists.setdefault(name, {})
+        names = [(row.metric, _RAW_HELP.format(engine=base["engine"]))]
+        if row.signal in SIGNALS and SIGNALS[row.signal].kind is Kind.HISTOGRAM:
+            metric = signal_metric(row.signal)
+            names.append((metric.name, metric.help))
         labels = _merge_labels(base, row.labels)
-        hist = series.get(labels)
-        if hist is None or hist.bounds != bounds:
-            hist = series[labels] = _Hist(bounds, [0.0] * len(bounds))
-        running = 0.0
-        for i, count in enumerate(counts):
-            running = max(running, count)  # keep le buckets monotonic even on odd input
-            hist.counts[i] += running
-        hist.sum += row.sum
+        for name, help_text in names:
+            series = self._table.get(name, "histogram", help_text, Origin.ENGINE, labels)
+            if series is None:
+                continue
+            if series.bounds != bounds:  # new or re-bucketed: restart (a counter reset to Prometheus)
+                series.bounds, series.counts, series.sum = bounds, [0.0] * len(bounds), 0.0
+            running = 0.0
+            for i, count in enumerate(counts):
+                running = max(running, count)  # keep le buckets monotonic even on odd input
+                series.counts[i] += running
+            series.sum += row.sum
 
     def _gpu(self, base: dict[str, str], row: GpuRow) -> None:
         index = row.fields.get("gpu_index")
-        labels = _merge_labels(
-            base, (("gpu", row.gpu_uuid), ("gpu_index", "" if index is None else str(index)))
-        )
-        for name, value in row.fields.items():
-            if name in GPU_IDENTITY_FIELDS or not isinstance(value, int | float) or not math.isfinite(value):
+        extra = (("gpu", row.gpu_uuid), ("gpu_index", "" if index is None else str(index)))
+        for column, value in row.fields.items():
+            metric = gpu_column_metric(column)
+            if metric is None or not isinstance(value, int | float) or not math.isfinite(value):
                 continue
-            family = GPU_DEVICE_PREFIX + _BAD_LABEL.sub("_", name)
-            table = self._state.counters if name in GPU_COUNTER_FIELDS else self._state.gauges
-            table.setdefault(family, {})[labels] = float(value)
+            kind = "counter" if metric.kind is Kind.COUNTER else "gauge"
+            # NVML counters are totals since driver load: serve the value as read
+            self._add(metric.name, kind, metric.help, Origin.GPU, base, extra,
+                      float(value) * metric.scale, accumulate=False)  # fmt: skip
 
-    def _raw(self, base: dict[str, str], sample: SampleRow) -> None:
-        typ = {"counter": "counter", "gauge": "gauge"}.get(sample.type, "unknown")
-        name = sample.metric.removesuffix("_total") if typ == "counter" else sample.metric
-        kind, series = self._state.raw.setdefault(name, (typ, {}))
-        if kind == typ:
-            series[_merge_labels(base, sample.labels)] = sample.value
+    def _raw(self, base: dict[str, str], engine: str, sample: SampleRow) -> None:
+        if not math.isfinite(sample.value):
+            return
+        kind = {"counter": "counter", "gauge": "gauge"}.get(sample.type, "untyped")
+        name, suffix = sample.metric, ""
+        if kind == "counter" and name.endswith("_total"):
+            name, suffix = name.removesuffix("_total"), "_total"
+        help_text = _RAW_HELP.format(engine=engine)
+        self._add(name, kind, help_text, Origin.ENGINE, base, sample.labels, sample.value,
+                  accumulate=False, suffix=suffix)  # fmt: skip
 
-    # -- prometheus_client collector -------------------------------------------------------
+    # -- exposition -------------------------------------------------------------------------
 
-    def collect(self) -> Iterator[Metric]:
+    def exposition(self, openmetrics: bool) -> str:
         with self._lock:
-            yield from self._collect_hists()
-            for name, series in self._state.gauges.items():
-                yield _family(name, "gauge", "", series)
-            for name, series in self._state.counters.items():
-                yield _family(name, "counter", "_total", series)
-            for name, (typ, series) in self._state.raw.items():
-                yield _family(
-                    name, typ, "_total" if typ == "counter" else "", series, doc="raw engine sample"
+            self._table.expire()
+            families = list(self._table.families())
+            families.append(
+                Family(SERIES_LIVE.name, "gauge", SERIES_LIVE.help, [Sample("", (), self._table.live_series)])
+            )
+            families.append(
+                Family(
+                    SERIES_FOLDED.name,
+                    "counter",
+                    SERIES_FOLDED.help,
+                    [Sample("_total", (), self._table.folded)],
                 )
-
-    def _collect_hists(self) -> Iterator[Metric]:
-        for name, series in self._state.hists.items():
-            metric = Metric(name, "engine buckets, increases summed since sidecar start", "histogram")
-            for labels, hist in series.items():
-                for bound, count in zip(hist.bounds, hist.counts, strict=True):
-                    metric.add_sample(f"{name}_bucket", {**dict(labels), "le": floatToGoString(bound)}, count)
-                metric.add_sample(f"{name}_count", dict(labels), hist.counts[-1])
-                metric.add_sample(f"{name}_sum", dict(labels), hist.sum)
-            yield metric
+            )
+            return render(families, openmetrics)
 
 
-def _family(name: str, typ: str, suffix: str, series: dict[LabelDict, float], doc: str = "") -> Metric:
-    metric = Metric(name, doc or f"enginescope {typ}", typ)
-    for labels, value in series.items():
-        metric.add_sample(name + suffix, dict(labels), value)
-    return metric
+def _handler(sink: PromEndpointSink) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            if self.path.split("?", 1)[0] not in ("/metrics", "/"):
+                self.send_error(404, "only /metrics is served")
+                return
+            openmetrics = wants_openmetrics(self.headers.get("Accept"))
+            body = sink.exposition(openmetrics).encode()
+            gzipped = "gzip" in (self.headers.get("Accept-Encoding") or "")
+            if gzipped:
+                body = gzip.compress(body, compresslevel=1)
+            self.send_response(200)
+            self.send_header("Content-Type", OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE)
+            if gzipped:
+                self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass  # scrapes every few seconds would flood the sidecar's log
+
+    return Handler

@@ -241,6 +241,7 @@ class LoadConfig:
     max_attempts: int = 3
     ignore_eos: bool = True  # so max_tokens fixes the output length (SGLang/vLLM extension)
     api_key: str = ""
+    headers: tuple[tuple[str, str], ...] = ()  # extra request headers (e.g. Modal-Key/Modal-Secret)
     seed: int = 0
 
 
@@ -312,6 +313,7 @@ class LoadGenerator:
             stream=self.config.stream,
             ignore_eos=self.config.ignore_eos,
             api_key=self.config.api_key,
+            headers=self.config.headers,
             custom_labels=((mix.class_label, traffic_class),) if traffic_class else (),
         )
         result = RequestResult(

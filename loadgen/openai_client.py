@@ -33,6 +33,7 @@ class OpenAIRequest:
     stream: bool = True
     ignore_eos: bool = True
     api_key: str = ""
+    headers: tuple[tuple[str, str], ...] = ()  # extra request headers (e.g. Modal-Key/Modal-Secret)
     custom_labels: tuple[tuple[str, str], ...] = ()  # sent as SGLang's x-custom-labels JSON header
 
     def path(self) -> str:
@@ -65,7 +66,7 @@ class Response:
 
 async def send_request(base_url: str, request: OpenAIRequest) -> Response:
     url = base_url.rstrip("/") + request.path()
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **dict(request.headers)}
     if request.api_key:
         headers["Authorization"] = f"Bearer {request.api_key}"
     if request.custom_labels:
@@ -199,10 +200,14 @@ def _parse_chunk(data: bytes, url: str) -> tuple[bool, int | None]:
     return bool(text), int(tokens) if tokens is not None else None
 
 
-async def list_models(base_url: str, api_key: str = "") -> list[str]:
+async def list_models(
+    base_url: str, api_key: str = "", extra_headers: tuple[tuple[str, str], ...] = ()
+) -> list[str]:
     """Model ids served at ``base_url`` (``GET /v1/models``)."""
     url = base_url.rstrip("/") + "/v1/models"
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = dict(extra_headers)
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     status, body = await http_request("GET", url, headers)
     raw = await _read_all(body)
     if status != 200:

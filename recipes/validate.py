@@ -8,6 +8,8 @@ error too, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import math
+import re
+import warnings
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -163,13 +165,24 @@ def parse_recipe(raw: dict[str, Any], path: Path) -> Recipe:
     return recipe
 
 
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+class UnpinnedRevisionWarning(UserWarning):
+    """A recipe's model.revision is a branch or tag (e.g. "main"), not a commit."""
+
+
 def _model(t: _Table) -> ModelSpec:
     hf_id = t.str("hf_id", _REQUIRED)
     if "/" not in hf_id:
         raise t.error("hf_id", f"must be a Hugging Face id like 'org/name' (got {hf_id!r})")
+    revision = t.str("revision", "main")
+    if not _COMMIT.fullmatch(revision):  # a branch or tag moves: the fleet would serve mixed weights
+        warnings.warn(f"{t.error('revision', '').args[0]}{revision!r} is not a commit hash; pin the "
+                      "model's commit for production", UnpinnedRevisionWarning, stacklevel=2)  # fmt: skip
     spec = ModelSpec(
         hf_id=hf_id,
-        revision=t.str("revision", "main"),
+        revision=revision,
         served_name=t.str("served_name", hf_id),
         cache_volume=t.str("cache_volume", "huggingface-cache"),
         hf_secret=t.str("hf_secret", None),

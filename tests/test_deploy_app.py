@@ -112,3 +112,22 @@ def test_dashboard_is_read_only_and_behind_proxy_auth():
     ]
     assert info.concurrency_info.max_inputs == 64
     assert info.gpus == []
+
+
+def test_a_missing_otlp_secret_is_left_out_not_a_failed_deploy(capsys):
+    recipe = load_recipe(RECIPES_DIR / "llama-3.1-8b-h100.toml")
+    assert recipe.sidecar.otlp_secret  # the recipe names one and calls it optional
+    secrets = app_builder.secrets_for(recipe, exists=lambda name: name != recipe.sidecar.otlp_secret)
+    names = [repr(s) for s in secrets]
+    assert not any(recipe.sidecar.otlp_secret in n for n in names)
+    if recipe.model.hf_secret:
+        assert any(recipe.model.hf_secret in n for n in names)
+    assert f"{recipe.sidecar.otlp_secret!r} (sidecar.otlp_secret) not found" in capsys.readouterr().err
+    present = app_builder.secrets_for(recipe, exists=lambda name: True)
+    assert len(present) == len(app_builder.secret_names(recipe))
+
+
+def test_secrets_are_not_looked_up_without_credentials(monkeypatch, tmp_path):
+    monkeypatch.delenv("MODAL_TOKEN_ID", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.modal.toml
+    assert app_builder.secret_exists("enginescope-otlp") is True  # offline: the deploy decides

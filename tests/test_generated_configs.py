@@ -13,9 +13,11 @@ import pytest
 
 from enginescope.cli import main
 from enginescope.collectors.model import Identity
+from enginescope.exporters.obs_dialect import OTLP, PROM
+from enginescope.exporters.obs_rules import recipe_rules
 from enginescope.exporters.observability_gen import DEFAULT_OUT_DIR, generate_all, load_recipes, stale_files
 from enginescope.exporters.prom_endpoint import PromEndpointSink
-from enginescope.views.panels import INCIDENT_PANELS
+from enginescope.views.panels import EXPORT_PANELS, PanelKind
 from tests.otlp_data import full_batch
 
 FILES = {f.name: f.text for f in generate_all(load_recipes())}
@@ -30,38 +32,52 @@ def test_check_flag_detects_an_edited_file(tmp_path, capsys):
     assert main(["generate-configs", "--out", str(tmp_path)]) == 0
     assert main(["generate-configs", "--out", str(tmp_path), "--check"]) == 0
     (tmp_path / "grafana-dashboard.json").write_text("{}")
+    capsys.readouterr()
     assert main(["generate-configs", "--out", str(tmp_path), "--check"]) == 1
-    assert (
-        "stale:" in capsys.readouterr().out
-        and "grafana-dashboard.json" in capsys.readouterr().out + "grafana-dashboard.json"
-    )
+    out = capsys.readouterr().out
+    stale_lines = [line for line in out.splitlines() if line.startswith("stale:")]
+    assert stale_lines == [
+        f"stale: {tmp_path / 'grafana-dashboard.json'} (run `enginescope generate-configs`)"
+    ]
 
 
-def test_dashboard_mirrors_the_incident_panels():
-    dashboard = json.loads(FILES["grafana-dashboard.json"])
-    panels = dashboard["panels"]
-    assert [p["title"] for p in panels] == [p.title for p in INCIDENT_PANELS]
-    units = {p["title"]: p["fieldConfig"]["defaults"]["unit"] for p in panels}
-    assert units["TTFT"] == "s" and units["GPU power"] == "watt" and units["KV cache usage"] == "percentunit"
-    for panel, spec in zip(panels, INCIDENT_PANELS, strict=True):
-        exprs = " ".join(t["expr"] for t in panel["targets"])
-        assert all(f"enginescope_{s}" in exprs for s in spec.signals), panel["title"]
-        if spec.kind == "latency":  # quantiles from summed bucket rates, never averaged percentiles
-            assert all(
-                re.fullmatch(r"histogram_quantile\([0-9.]+, sum by \(le\) \(rate\(\w+_bucket\{.*\}\[\$__rate_interval\]\)\)\)", t["expr"])
-                for t in panel["targets"] if not t["expr"].startswith("vector(")
-            )  # fmt: skip
-            assert len(panel["targets"]) == len(spec.quantiles) + 1  # + the SLO line
+def test_dashboard_mirrors_the_panel_definitions():
+    for name, dialect in (("grafana-dashboard.json", PROM), ("grafana-dashboard-otlp.json", OTLP)):
+        dashboard = json.loads(FILES[name])
+        panels = dashboard["panels"]
+        assert [p["title"].rsplit(" (", 1)[0] for p in panels] == [p.title for p in EXPORT_PANELS]
+        assert all(p["title"].endswith(")") for p in panels)  # every chart states its unit
+        units = {p["title"]: p["fieldConfig"]["defaults"].get("unit") for p in panels}
+        assert units["TTFT (s)"] == "s" and units["KV cache usage (ratio 0–1)"] == "percentunit"
+        assert units["GPU power (W)"] == "watt"
+        for panel, spec in zip(panels, EXPORT_PANELS, strict=True):
+            exprs = " ".join(t["expr"] for t in panel["targets"])
+            if spec.kind is not PanelKind.GPU_DEVICE:
+                assert all(dialect.series(s).name in exprs for s in spec.signals), panel["title"]
+            assert "$__interval" not in exprs
+            if spec.kind == "latency":  # quantiles from summed bucket rates, never averaged percentiles
+                assert all(
+                    re.fullmatch(r"histogram_quantile\([0-9.]+, sum by \(le\) \(rate\(\w+_bucket\{.*\}\[\$__rate_interval\]\)\)\)", t["expr"])
+                    for t in panel["targets"] if not t["expr"].startswith("vector(")
+                )  # fmt: skip
+                assert len(panel["targets"]) == len(spec.quantiles) + bool(spec.slo_key)  # + the SLO line
+        assert "$__interval]" not in json.dumps(dashboard["annotations"])
+    kinds = {p.kind for p in EXPORT_PANELS}
+    assert {PanelKind.HEATMAP, PanelKind.SLO_ATTAINMENT, PanelKind.GPU_DEVICE} <= kinds
+    signals = {s for p in EXPORT_PANELS for s in p.signals}
+    wanted = {"tpot_seconds", "queue_time_seconds", "cache_hit_ratio", "requests_finished",
+              "requests_aborted", "retractions", "spec_accept_rate"}  # fmt: skip
+    assert wanted <= signals
 
 
 def test_every_dashboard_and_alert_metric_is_served_by_the_endpoint():
     sink = PromEndpointSink(port=0)
     try:
-        sink.write(
-            full_batch(
-                Identity("ta-a", "sglang", "m", "r", "H100"), 100.0, random.Random(2), events=("gpu_xid",)
-            )
+        batch = full_batch(
+            Identity("ta-a", "sglang", "m", "r", "H100"), 100.0, random.Random(2), events=("gpu_xid",)
         )
+        batch.gpu[0].fields.update({"temperature_c": 60, "gpu_utilization_pct": 90})
+        sink.write(batch)
         with urllib.request.urlopen(sink.url, timeout=5) as response:
             served = set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{", response.read().decode(), re.M))
     finally:
@@ -94,7 +110,8 @@ def test_promtool_accepts_the_rules_and_scrape_config(tmp_path):
                            capture_output=True, text=True)  # fmt: skip
     assert rules.returncode == 0, rules.stdout + rules.stderr
     n_recipes = len(load_recipes())
-    assert f"SUCCESS: {7 * n_recipes} rules found" in rules.stdout
+    per_recipe = len(recipe_rules(load_recipes()[0], PROM))
+    assert f"SUCCESS: {per_recipe * n_recipes} rules found" in rules.stdout
     config = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus-scrape.yml")],
                             capture_output=True, text=True)  # fmt: skip
     assert config.returncode == 0, config.stdout + config.stderr
@@ -105,6 +122,7 @@ def _section(text: str, name: str) -> str:
 
 
 def test_collector_config_pipelines_use_defined_components():
+    """Schema check (no Collector binary with these components installs from PyPI: docs/exports.md)."""
     text = FILES["otel-collector.yaml"]
     defined = {
         section: set(re.findall(r"^  ([a-z_/]+):", _section(text, section), re.M))
@@ -116,10 +134,61 @@ def test_collector_config_pipelines_use_defined_components():
         for section in ("receivers", "processors", "exporters"):
             used = re.search(rf"{section}: \[(.*)\]", body).group(1).split(", ")
             assert set(used) <= defined[section], (name, section)
-        has_delta = "cumulativetodelta" in body
-        assert has_delta == (name == "metrics/datadog")  # Grafana Cloud stays cumulative
+        assert ("cumulativetodelta" in body) == (name == "metrics/datadog")  # Grafana Cloud stays cumulative
+        assert "batch" not in re.search(r"processors: \[(.*)\]", body).group(1)  # exporters batch
     service_ext = re.search(r"^  extensions: \[(.*)\]", text, re.M).group(1).split(", ")
-    assert set(service_ext) == defined["extensions"] == {"health_check", "basicauth/grafana"}
+    assert (
+        set(service_ext)
+        == defined["extensions"]
+        == {"health_check", "bearertokenauth/sidecars", "basicauth/grafana"}
+    )
     assert "authenticator: basicauth/grafana" in text and "${env:DD_API_KEY}" in text
-    # every knob line carries a comment or is structural
-    assert len(re.findall(r"#", text)) >= 20
+    # the receiver: TLS and bearer-token auth on both protocols
+    receiver = _section(text, "receivers")
+    assert receiver.count("authenticator: bearertokenauth/sidecars") == 2
+    assert receiver.count("cert_file: ${env:ENGINESCOPE_TLS_CERT}") == 2 and receiver.count("key_file:") == 2
+    # cumulativetodelta forgets churned series; each exporter batches in its sending queue
+    assert re.search(r"cumulativetodelta:\n\s+max_staleness: \d+m", text)
+    exporters = _section(text, "exporters")
+    assert exporters.count("sending_queue:") == 2 and exporters.count("batch:") == 2
+    assert len(re.findall(r"#", text)) >= 20  # every knob line carries a comment or is structural
+
+
+def test_generate_configs_defaults_to_the_current_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate-configs"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(FILES)
+    assert stale_files(generate_all(load_recipes()), tmp_path) == []
+
+
+def test_datadog_dashboard_and_monitors_come_from_the_panels_and_the_otlp_names():
+    from enginescope.exporters.otlp import names as otlp
+
+    sent = {
+        m.name for t in (otlp.HISTOGRAM_SIGNALS, otlp.GAUGE_SIGNALS, otlp.COUNTER_SIGNALS) for m in t.values()
+    }
+    sent |= {m.name for _, m in otlp.GPU_FIELDS} | {otlp.EVENTS.name, otlp.GPU_REASON.name}
+    dashboard = json.loads(FILES["datadog-dashboard.json"])
+    widgets = dashboard["widgets"]
+    assert len(widgets) == len(EXPORT_PANELS)
+    for widget, panel in zip(widgets, EXPORT_PANELS, strict=True):
+        definition = widget["definition"]
+        if panel.kind is PanelKind.SLO_ATTAINMENT:  # distributions keep no buckets
+            assert definition["type"] == "note" and panel.title in definition["content"]
+            continue
+        assert definition["title"] == f"{panel.title} ({panel.unit})"
+        for request in definition["requests"]:
+            metric = re.match(r"^(?:\w+):([a-z0-9_.]+)\{", request["q"]).group(1)
+            assert metric in sent, (panel.title, request["q"])
+            assert "$model" in request["q"] and "$replica" in request["q"]
+        if panel.kind is PanelKind.LATENCY:
+            assert [r["q"].split(":")[0] for r in definition["requests"]] == ["p50", "p95", "p99"]
+    monitors = json.loads(FILES["datadog-monitors.json"])
+    for recipe in load_recipes():
+        mine = {m["name"].split("] ", 1)[1]: m for m in monitors if m["name"].startswith(f"[{recipe.name}]")}
+        ttft = mine["TTFT p95 above SLO"]
+        assert ttft["query"].startswith("percentile(last_5m):p95:gen_ai.server.time_to_first_token{")
+        assert ttft["query"].endswith(f"> {recipe.slo.ttft_p95_s}")
+        assert ttft["options"]["thresholds"]["critical"] == recipe.slo.ttft_p95_s
+        assert f"enginescope.model:{recipe.model.served_name}" in ttft["query"]
+        assert {"Queue growing", "Replica flapping", "GPU XID"} <= set(mine)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
+import re
+import shutil
+import subprocess
 import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from enginescope.collectors.model import Batch, SampleRow, SignalRow
+from enginescope.collectors.model import Batch, EventKind, GpuRow, SampleRow, SignalRow
 from enginescope.exporters.prom_endpoint import PromEndpointSink
 from tests.otlp_data import IDENTITY, TTFT_BOUNDS, batches, full_batch, ttft_row
 
@@ -67,15 +71,16 @@ def test_counters_accumulate_gauges_hold_last_value_and_never_decrease(sink):
     fed[2].signals.append(SignalRow(fed[2].signals[0].ts_s, "generation_tokens", -50.0, 5.0))  # bad input
     for batch in fed:
         sink.write(batch)
+    scrape(sink)  # the first scrape serves new counters at 0 (see the container_started test)
     _, samples = scrape(sink)
     (generated,) = series(samples, "enginescope_generation_tokens_total").values()
     expected = sum(s.value for b in fed for s in b.signals if s.signal == "generation_tokens" and s.value > 0)
     assert generated == expected
     (queue,) = series(samples, "enginescope_queue_depth").values()
     assert queue == next(s.value for s in fed[-1].signals if s.signal == "queue_depth")
-    (power,) = series(samples, "enginescope_gpu_device_power_w", gpu="GPU-aaaa").values()
+    (power,) = series(samples, "enginescope_gpu_device_power_watts", gpu="GPU-aaaa").values()
     assert power == fed[-1].gpu[0].fields["power_w"]
-    (energy,) = series(samples, "enginescope_gpu_device_energy_j_total").values()
+    (energy,) = series(samples, "enginescope_gpu_device_energy_joules_total").values()
     assert energy == fed[-1].gpu[0].fields["energy_j"]
 
 
@@ -97,6 +102,7 @@ def test_raw_samples_events_and_label_clashes(sink):
         SampleRow(100.0, "sglang:num_queue_reqs", "gauge", (), 7.0),
     ]
     sink.write(batch)
+    scrape(sink)  # new counters are served at 0 first
     _, samples = scrape(sink)
     (raw_counter,) = series(samples, "sglang:prompt_tokens_total").items()
     assert (
@@ -119,3 +125,215 @@ def test_binds_loopback_by_default_and_reports_busy_port():
             PromEndpointSink(port=first.port)
     finally:
         first.close()
+
+
+# --- exposition format, names, units (issue 11) ------------------------------------------------
+
+OM_ACCEPT = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"  # noqa: E501 (Prometheus 2.42's header)
+
+
+def fetch(sink: PromEndpointSink, accept: str | None = None) -> tuple[str, str]:
+    request = urllib.request.Request(sink.url, headers={"Accept": accept} if accept else {})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.headers["Content-Type"], response.read().decode()
+
+
+def engine_batch() -> Batch:
+    batch = full_batch(IDENTITY, 100.0, random.Random(4))
+    batch.samples += [
+        SampleRow(100.0, "sglang:num_queue_reqs", "gauge", (("model_name", "m"),), 7.0),
+        SampleRow(100.0, "sglang:prompt_tokens_total", "counter", (("model_name", "m"),), 1234.0, 10.0, 5.0),
+        SampleRow(100.0, "vllm:num_preemptions", "counter", (), 3.0),  # a counter without _total
+    ]
+    return batch
+
+
+def test_openmetrics_when_negotiated_keeps_engine_names(sink):
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
+
+    sink.write(engine_batch())
+    content_type, text = fetch(sink, OM_ACCEPT)
+    assert content_type.startswith("application/openmetrics-text; version=1.0.0")
+    assert text.endswith("# EOF\n")
+    samples = {s.name: s.value for f in parse_om(text) for s in f.samples}  # raises on an invalid body
+    assert samples["sglang:num_queue_reqs"] == 7.0  # not sglang_num_queue_reqs (client_python#1177)
+    assert samples["sglang:prompt_tokens_total"] == 1234.0
+    assert samples["vllm:num_preemptions"] == 3.0
+    assert not any(name.startswith("sglang_") for name in samples)
+    plain_type, plain = fetch(sink)
+    assert plain_type.startswith("text/plain; version=0.0.4")
+    assert "sglang:num_queue_reqs{" in plain and "# EOF" not in plain
+
+
+def test_engine_histograms_are_served_under_their_own_names(sink):
+    fed = batches(3)
+    for batch in fed:
+        sink.write(batch)
+    _, samples = scrape(sink)
+    own = series(samples, "sglang:time_to_first_token_seconds_bucket", le="+Inf")
+    assert list(own.values()) == [sum(b.histograms[0].count for b in fed)]
+    (count,) = series(samples, "sglang:time_to_first_token_seconds_count").values()
+    assert count == sum(b.histograms[0].count for b in fed)
+
+
+def test_own_names_are_in_base_units_with_registry_help(sink):
+    from enginescope.collectors.signals import SIGNALS
+
+    batch = full_batch(IDENTITY, 100.0, random.Random(4))
+    by_signal = {s.signal: s.value for s in batch.signals}
+    batch.gpu[0].fields.update({"sm_clock_mhz": 1980, "gpu_utilization_pct": 87, "temperature_c": 61})
+    sink.write(batch)
+    _, text = fetch(sink)
+    _, samples = scrape(sink)
+    names = {k[0] for k in samples}
+    for bad in ("_w", "_c", "_mhz", "_pct", "_bytes_per_s", "_tps"):
+        assert not [n for n in names if n.startswith("enginescope_") and n.endswith(bad)], bad
+    assert list(series(samples, "enginescope_gpu_power_watts").values()) == [by_signal["gpu_power_w"]]
+    assert list(series(samples, "enginescope_gpu_utilization_ratio").values()) == [
+        by_signal["gpu_utilization_pct"] / 100
+    ]
+    assert list(series(samples, "enginescope_gpu_sm_clock_hertz").values()) == [
+        by_signal["gpu_sm_clock_mhz"] * 1e6
+    ]
+    assert list(series(samples, "enginescope_gpu_device_sm_clock_hertz").values()) == [1980e6]
+    assert list(series(samples, "enginescope_gpu_device_gpu_utilization_ratio").values()) == [0.87]
+    assert list(series(samples, "enginescope_gpu_device_temperature_celsius").values()) == [61.0]
+    helps = dict(re.findall(r"^# HELP (\S+) (.*)$", text, re.M))
+    assert helps["enginescope_ttft_seconds"].startswith(SIGNALS["ttft_seconds"].description)
+    assert helps["enginescope_queue_depth"].startswith(SIGNALS["queue_depth"].description)
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+    assert (
+        types["enginescope_prompt_tokens_total"] == "counter"
+        and types["enginescope_kv_usage_ratio"] == "gauge"
+    )
+
+
+def test_default_port_is_outside_the_allocated_exporter_range():
+    from enginescope.exporters.prom_endpoint import DEFAULT_PORT
+
+    # 9100-9999 is Prometheus' allocated exporter range (9400 = dcgm-exporter); 9090-9094 its own.
+    assert not 9090 <= DEFAULT_PORT <= 9999
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool comes with apt-get install prometheus")
+def test_promtool_check_metrics_is_clean_on_a_real_sidecar_exposition(tmp_path):
+    from enginescope.collectors.gpu_fields import ALL_COLUMNS
+    from enginescope.sidecar import Sidecar, SidecarConfig
+    from tests.exposition_server import ExpositionServer
+    from tests.test_sidecar_e2e import FIXTURE, _bump_ttft
+
+    endpoint = PromEndpointSink(port=0)
+    try:
+        with ExpositionServer(FIXTURE.read_text()) as server:
+            config = SidecarConfig(engine_url=server.url, store_dir=tmp_path / "s", extra_sinks=[endpoint])
+            sidecar = Sidecar(config)
+            try:
+                sidecar.tick()
+                server.body = _bump_ttft(FIXTURE.read_text(), {0.2: 3}, added_sum_s=0.5)
+                sidecar.tick()
+                gpu = engine_batch()
+                gpu.gpu[0].fields.update({c: 1 for c in ALL_COLUMNS if c not in ("gpu_name", "pci_bus_id")})
+                endpoint.write(gpu)
+                _, text = fetch(endpoint)
+            finally:
+                sidecar.stop()  # closes the endpoint too
+    finally:
+        endpoint.close()
+    assert "sglang:time_to_first_token_seconds_bucket{" in text and "enginescope_gpu_device_" in text
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+    findings = (check.stdout + check.stderr).strip().splitlines()
+    # Findings allowed only on the engine's own families, re-served exactly as the engine names
+    # them (colons, ``_gb``) because its dashboards query those names; a parse error would not
+    # start with an engine name.
+    assert findings and all(f.startswith(("sglang:", "vllm:")) for f in findings[:1])
+    assert [f for f in findings if not f.startswith(("sglang:", "vllm:"))] == []
+
+
+# --- staleness and cardinality --------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def _gauge(identity, value: float, **labels: str) -> Batch:
+    return Batch(
+        identity, signals=[SignalRow(100.0, "queue_depth", value, 5.0, tuple(sorted(labels.items())))]
+    )
+
+
+def test_a_series_not_seen_for_the_ttl_leaves():
+    clock = FakeClock()
+    sink = PromEndpointSink(port=0, ttl_s=30.0, clock=clock)
+    try:
+        sink.write(_gauge(IDENTITY, 1.0, rank="0"))
+        sink.write(_gauge(IDENTITY, 2.0, rank="1"))
+        clock.now_s += 20
+        sink.write(_gauge(IDENTITY, 3.0, rank="1"))  # rank 0 went away
+        clock.now_s += 15
+        _, samples = scrape(sink)
+        assert {dict(k[1])["rank"]: v for k, v in series(samples, "enginescope_queue_depth").items()} == {
+            "1": 3.0
+        }
+    finally:
+        sink.close()
+
+
+def test_every_engine_series_of_a_down_engine_leaves_but_gpu_and_events_stay(sink):
+    other = dataclasses.replace(IDENTITY, replica="ta-other")
+    sink.write(engine_batch())
+    sink.write(full_batch(other, 100.0, random.Random(5)))
+    down = Batch(IDENTITY, signals=[SignalRow(105.0, "engine_up", 0.0, 5.0)],
+                 gpu=[GpuRow(105.0, "GPU-aaaa", {"gpu_index": 0, "power_w": 80.0})])  # fmt: skip
+    sink.write(down)
+    _, samples = scrape(sink)
+    mine = {k[0] for k in samples if dict(k[1]).get("replica") == IDENTITY.replica}
+    gpu = {n for n in mine if n.startswith("enginescope_gpu_")}  # the GPUs still report
+    assert "enginescope_gpu_device_power_watts" in gpu
+    assert mine - gpu == {"enginescope_engine_up", "enginescope_events_total"}
+    assert list(series(samples, "enginescope_engine_up", replica=IDENTITY.replica).values()) == [0.0]
+    theirs = {k[0] for k in samples if dict(k[1]).get("replica") == "ta-other"}
+    assert "enginescope_ttft_seconds_bucket" in theirs and "enginescope_queue_depth" in theirs
+
+
+def test_model_label_arriving_late_leaves_no_frozen_copy(sink):
+    early = dataclasses.replace(IDENTITY, model="")
+    sink.write(full_batch(early, 100.0, random.Random(6)))
+    sink.write(full_batch(IDENTITY, 105.0, random.Random(7)))
+    _, samples = scrape(sink)
+    models = {dict(k[1]).get("model") for k in samples if "replica" in dict(k[1])}
+    assert models == {IDENTITY.model}
+    assert len(series(samples, "enginescope_engine_up")) == 1  # "replicas up" counts 1, not 2
+
+
+def test_series_beyond_the_cap_fold_into_an_overflow_series():
+    sink = PromEndpointSink(port=0, max_series=40)
+    try:
+        for pid in range(100):
+            sink.write(_gauge(IDENTITY, float(pid), pid=str(pid)))
+        _, samples = scrape(sink)
+    finally:
+        sink.close()
+    queue = series(samples, "enginescope_queue_depth")
+    overflow = [v for k, v in queue.items() if dict(k[1]).get("otel_metric_overflow") == "true"]
+    assert overflow == [99.0]
+    live = samples[("enginescope_endpoint_series", ())]
+    folded = samples[("enginescope_endpoint_series_folded_total", ())]
+    assert live <= 40 + 1 and live + folded == 100 + len(EventKind) + 1
+
+
+def test_an_event_in_the_first_write_of_a_replica_is_served_as_zero_first(sink):
+    """increase() needs a sample before the first event: a new replica's ``container_started``
+    written together with the replica's first batch must still be counted."""
+    from enginescope.collectors.model import EventRow
+
+    sink.write(Batch(IDENTITY, events=[EventRow(100.0, "container_started"), EventRow(100.0, "engine_ready")]))
+    _, first = scrape(sink)
+    _, second = scrape(sink)
+    for kind in ("container_started", "engine_ready"):
+        assert list(series(first, "enginescope_events_total", kind=kind).values()) == [0.0]
+        assert list(series(second, "enginescope_events_total", kind=kind).values()) == [1.0]

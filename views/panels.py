@@ -9,6 +9,14 @@ same units and SLO lines. Nothing here imports Streamlit, DuckDB or an engine.
   ``gauge``          scalar gauge signals, shown as the per-bucket mean
   ``rate``           counter increases divided by interval_s (per second)
   ``replica_count``  replicas with engine_up = 1
+  ``heatmap``        per-bucket request counts of one histogram signal over time
+  ``slo_attainment`` share of requests within the recipe's SLO (``slo_key``), from the bucket
+                     at the SLO bound (goodput %)
+  ``gpu_device``     one line per GPU of one NVML column (``signals`` = the column)
+
+``INCIDENT_PANELS`` is the Streamlit incident view; ``EXPORT_PANELS`` adds what the generated
+Grafana and Datadog dashboards show beyond it. SLO keys, their signals and the quantiles come
+from the registry ``enginescope.collectors.signals``.
 """
 
 from __future__ import annotations
@@ -16,12 +24,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from enginescope.collectors.signals import QUANTILES, SLO_BY_SIGNAL, SLOS
+
 
 class PanelKind(StrEnum):
     LATENCY = "latency"
     GAUGE = "gauge"
     RATE = "rate"
     REPLICA_COUNT = "replica_count"
+    HEATMAP = "heatmap"
+    SLO_ATTAINMENT = "slo_attainment"
+    GPU_DEVICE = "gpu_device"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +54,7 @@ class Panel:
         return f"{self.title} ({self.unit})"
 
 
-LATENCY_QUANTILES = (0.5, 0.95, 0.99)
+LATENCY_QUANTILES = QUANTILES
 
 INCIDENT_PANELS: tuple[Panel, ...] = (
     Panel(
@@ -51,7 +64,7 @@ INCIDENT_PANELS: tuple[Panel, ...] = (
         ("ttft_seconds",),
         "s",
         per_replica=False,
-        slo_key="ttft_p95_s",
+        slo_key=SLO_BY_SIGNAL["ttft_seconds"].key,
         quantiles=LATENCY_QUANTILES,
         description="Time to first token, fleet-wide quantiles from summed buckets",
     ),
@@ -62,7 +75,7 @@ INCIDENT_PANELS: tuple[Panel, ...] = (
         ("itl_seconds",),
         "s",
         per_replica=False,
-        slo_key="itl_p95_s",
+        slo_key=SLO_BY_SIGNAL["itl_seconds"].key,
         quantiles=LATENCY_QUANTILES,
         description="Inter-token latency, fleet-wide quantiles from summed buckets",
     ),
@@ -73,7 +86,7 @@ INCIDENT_PANELS: tuple[Panel, ...] = (
         ("e2e_seconds",),
         "s",
         per_replica=False,
-        slo_key="e2e_p95_s",
+        slo_key=SLO_BY_SIGNAL["e2e_seconds"].key,
         quantiles=LATENCY_QUANTILES,
         description="Request latency, fleet-wide quantiles from summed buckets",
     ),
@@ -121,7 +134,46 @@ MARKER_EVENT_KINDS: tuple[str, ...] = (
     "scenario",
 )
 
-SLO_KEYS: tuple[str, ...] = ("ttft_p95_s", "itl_p95_s", "e2e_p95_s")
+SLO_KEYS: tuple[str, ...] = tuple(slo.key for slo in SLOS)
+
+
+def _latency(panel_id: str, title: str, signal: str, description: str) -> Panel:
+    slo = SLO_BY_SIGNAL.get(signal)
+    return Panel(panel_id, title, PanelKind.LATENCY, (signal,), "s", per_replica=False,
+                 slo_key=slo.key if slo else None, quantiles=QUANTILES, description=description)  # fmt: skip
+
+
+def _rate(panel_id: str, title: str, signal: str, unit: str) -> Panel:
+    return Panel(panel_id, title, PanelKind.RATE, (signal,), unit, per_replica=True,
+                 description="Counter increase per second")  # fmt: skip
+
+
+EXPORT_PANELS: tuple[Panel, ...] = INCIDENT_PANELS + (
+    _latency("tpot", "TPOT", "tpot_seconds", "Decode time per output token, quantiles from summed buckets"),
+    _latency("queue_time", "Queue time", "queue_time_seconds", "Wait before the first forward pass"),
+    Panel("ttft_heatmap", "TTFT heatmap", PanelKind.HEATMAP, ("ttft_seconds",), "s", per_replica=False,
+          description="Requests per TTFT bucket and interval"),
+    Panel("itl_heatmap", "ITL heatmap", PanelKind.HEATMAP, ("itl_seconds",), "s", per_replica=False,
+          description="Output chunks per ITL bucket and interval"),
+    *(
+        Panel(f"{slo.signal}_attainment", f"{slo.label} SLO attainment", PanelKind.SLO_ATTAINMENT,
+              (slo.signal,), "ratio 0–1", per_replica=False, slo_key=slo.key,
+              description=f"Share of requests with {slo.label} at or under the recipe's SLO")
+        for slo in SLOS
+    ),
+    _rate("requests", "Finished requests", "requests_finished", "requests/s"),
+    _rate("aborts", "Aborted requests", "requests_aborted", "requests/s"),
+    _rate("retractions", "Retractions", "retractions", "requests/s"),
+    Panel("cache_hit", "Prefix-cache hit ratio", PanelKind.GAUGE, ("cache_hit_ratio",), "ratio 0–1",
+          per_replica=True),
+    Panel("spec_rate", "Spec-decoding acceptance rate", PanelKind.GAUGE, ("spec_accept_rate",), "ratio 0–1",
+          per_replica=True),
+    Panel("gpu_device_power", "Power per GPU", PanelKind.GPU_DEVICE, ("power_w",), "W", per_replica=True),
+    Panel("gpu_device_temp", "Temperature per GPU", PanelKind.GPU_DEVICE, ("temperature_c",), "°C",
+          per_replica=True),
+    Panel("gpu_device_util", "Utilisation per GPU", PanelKind.GPU_DEVICE, ("gpu_utilization_pct",), "%",
+          per_replica=True),
+)  # fmt: skip
 
 
 def scalar_signals(panels: tuple[Panel, ...] = INCIDENT_PANELS) -> list[str]:

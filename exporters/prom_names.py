@@ -1,0 +1,118 @@
+"""Prometheus names of the project's own series: base units, ``_total`` on counters, real HELP.
+
+Derived from the registry ``enginescope.collectors.signals`` (kind, UCUM unit, description),
+never from a local list. Prometheus wants base units in the name (seconds, watts, celsius,
+hertz, bytes, ratio: https://prometheus.io/docs/practices/naming/), so a registry signal
+whose name carries an abbreviated unit (``gpu_power_w``, ``gpu_sm_clock_mhz``) is renamed and,
+where the unit is not a base unit (``%``, ``MHz``), its value scaled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from enginescope.collectors.signals import SIGNALS, Kind
+
+PREFIX = "enginescope_"
+
+# UCUM unit -> (Prometheus unit word, factor to the base unit).
+_BASE_UNITS: dict[str, tuple[str, float]] = {
+    "s": ("seconds", 1.0),
+    "W": ("watts", 1.0),
+    "Cel": ("celsius", 1.0),
+    "%": ("ratio", 0.01),
+    "MHz": ("hertz", 1e6),
+    "By": ("bytes", 1.0),
+    "J": ("joules", 1.0),
+    "{token}/s": ("tokens_per_second", 1.0),
+    "By/s": ("bytes_per_second", 1.0),
+}
+# Name suffixes that spell a unit (longest first); the GPU columns use the same spellings.
+_SUFFIX_UNITS: tuple[tuple[str, str], ...] = (
+    ("_bytes_per_s", "By/s"),
+    ("_seconds", "s"),
+    ("_bytes", "By"),
+    ("_pct", "%"),
+    ("_mhz", "MHz"),
+    ("_tps", "{token}/s"),
+    ("_w", "W"),
+    ("_c", "Cel"),
+    ("_j", "J"),
+)
+# Per-GPU NVML columns that are totals since driver load (counters), with their series stem.
+GPU_COUNTER_COLUMNS: dict[str, str] = {
+    "energy_j": "energy",
+    "pcie_replay_count": "pcie_replays",
+    "ecc_sbe_volatile": "ecc_corrected_errors",
+    "ecc_dbe_volatile": "ecc_uncorrected_errors",
+}
+# Columns that are identity (labels) or a bit mask already split into throttle_* columns.
+GPU_SKIP_COLUMNS = frozenset(
+    {"gpu_index", "gpu_name", "pci_bus_id", "driver_version", "xid_last", "clock_event_reasons"}
+)
+GPU_DEVICE_PREFIX = PREFIX + "gpu_device_"
+
+
+@dataclass(frozen=True, slots=True)
+class PromMetric:
+    """One family as served: ``name`` is the family (a counter's samples add ``_total``)."""
+
+    name: str
+    kind: Kind
+    help: str
+    scale: float = 1.0  # multiply the sidecar's value by this to get the base unit
+
+
+def _base_unit_name(stem: str, unit: str) -> tuple[str, float]:
+    """Strip a unit spelled in the name and append the base unit word (and its factor)."""
+    for suffix, _ in _SUFFIX_UNITS:
+        if stem.endswith(suffix):
+            stem = stem.removesuffix(suffix)
+            break
+    word, factor = _BASE_UNITS.get(unit, ("", 1.0))
+    return (f"{stem}_{word}" if word else stem), factor
+
+
+def signal_metric(name: str) -> PromMetric:
+    """The Prometheus family of a registry signal (``gpu_power_w`` -> ``enginescope_gpu_power_watts``)."""
+    sig = SIGNALS[name]
+    stem, factor = _base_unit_name(sig.name, sig.unit)
+    if sig.unit == "1" and sig.chart_unit == "ratio" and not stem.endswith("_ratio"):
+        stem = stem.removesuffix("_rate") + "_ratio"  # a fraction says so in its name
+    unit_note = f" ({sig.chart_unit})" if sig.chart_unit not in ("ratio", "0/1") else ""
+    return PromMetric(PREFIX + stem, sig.kind, sig.description + unit_note, factor)
+
+
+def prom_name(signal: str) -> str:
+    """Family name of a registry signal; the generator's PromQL uses this too."""
+    return signal_metric(signal).name
+
+
+def gpu_column_metric(column: str) -> PromMetric | None:
+    """Per-GPU family of one NVML column, or None for identity/mask columns."""
+    if column in GPU_SKIP_COLUMNS:
+        return None
+    if column in GPU_COUNTER_COLUMNS:
+        stem = GPU_COUNTER_COLUMNS[column]
+        unit = "J" if column == "energy_j" else ""
+        name, factor = _base_unit_name(stem, unit)
+        return PromMetric(GPU_DEVICE_PREFIX + name, Kind.COUNTER, f"NVML {column}, total since driver load")
+    unit = next((u for suffix, u in _SUFFIX_UNITS if column.endswith(suffix)), "")
+    name, factor = _base_unit_name(column, unit)
+    word = _BASE_UNITS.get(unit, ("", 1.0))[0].replace("_", " ")
+    word = "ratio 0-1" if word == "ratio" else word
+    help_text = f"NVML {column} of one GPU" + (f" ({word})" if word else "")
+    return PromMetric(GPU_DEVICE_PREFIX + name, Kind.GAUGE, help_text, factor)
+
+
+EVENTS = PromMetric(
+    PREFIX + "events", Kind.COUNTER, "Lifecycle, autoscaling and GPU events seen by the sidecar, by kind"
+)
+SERIES_FOLDED = PromMetric(
+    PREFIX + "endpoint_series_folded",
+    Kind.COUNTER,
+    "New label sets folded into the otel_metric_overflow series because the series cap was reached",
+)
+SERIES_LIVE = PromMetric(
+    PREFIX + "endpoint_series", Kind.GAUGE, "Series the endpoint serves, per family kind"
+)

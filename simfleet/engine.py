@@ -237,7 +237,7 @@ class SimEngine(EngineLoadFigures):
             stream=stream,
             endpoint=endpoint,
             created_s=now,
-            tokenize_s=0.0004 + 1.5e-7 * prompt_tokens,
+            tokenize_s=self.profile.request_overhead_s + 1.5e-7 * prompt_tokens,
             sink=sink,
             structured=structured,
             dp_rank=next(self._dp_cycle),

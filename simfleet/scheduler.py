@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from enginescope.simfleet.gpus import tp_prefill_factor
 from enginescope.simfleet.sim_request import SimRequest
 
 if TYPE_CHECKING:
@@ -161,6 +162,8 @@ class SchedulerRank:
             seconds += base + per_seq * batch + p.decode_step_per_kv_token_s * context
         elif prefill_tokens:
             seconds += p.decode_step_base_s  # fixed cost of a forward pass
+        if prefill_tokens:
+            seconds += p.prefill_fixed_s * tp_prefill_factor(p.tp_size)
         return seconds / engine.speed_factor
 
     def _abort_unservable_head(self) -> None:

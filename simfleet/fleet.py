@@ -108,6 +108,9 @@ class FleetConfig:
     request_log: bool = True
     # Keep the non-content request parameters (custom_labels: the traffic class) in requests.params.
     store_request_params: bool = True
+    # Mean spec acceptance by traffic class, {(label, value): tokens per verify step}; a scenario
+    # may change it, and replicas started later get the current table.
+    class_accept_lengths: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 class Fleet:
@@ -303,6 +306,8 @@ class Fleet:
             export_dir=self._request_log_dir(identity.replica),
             groundtruth=groundtruth,
         )
+        for (label, value), accept_length in self.config.class_accept_lengths.items():
+            engine.set_class_accept_length(label, value, accept_length)
         server = await serve(engine, self.config.host, self._next_port())
         replica = Replica(identity.replica, identity, self.config.host, server.port, engine, server)
         replica.groundtruth = groundtruth

@@ -184,7 +184,7 @@ class Fleet:
 
         profile = self.config.profile
         identity = Identity(
-            replica="fleet", engine="sglang", model=profile.model_name, gpu_type=profile.gpu_type
+            replica="fleet", engine=profile.engine, model=profile.model_name, gpu_type=profile.gpu_type
         )
         return StoreWriter(self.config.store_dir, identity, flush_interval_s=1.0)
 
@@ -340,7 +340,7 @@ class Fleet:
             engine_url=replica.base_url,
             store_dir=self.config.store_dir,  # type: ignore[arg-type]
             interval_s=self.config.scrape_interval_s,
-            engine="sglang",
+            engine=self.config.profile.engine,
             replica=identity.replica,
             model=identity.model,
             region=identity.region,
@@ -383,7 +383,7 @@ class Fleet:
         gpu = profile.gpu_type if profile.tp_size == 1 else f"{profile.gpu_type}:{profile.tp_size}"
         return Identity(
             replica=new_task_id(time.time(), self._rng),
-            engine="sglang",
+            engine=profile.engine,
             model=profile.model_name,
             region=region,
             gpu_type=gpu,

@@ -37,6 +37,8 @@ from typing import Any
 
 from enginescope.simfleet.spec_decode import SPEC_METHODS, drafts_per_step
 
+ENGINES = ("sglang", "vllm")
+
 
 class ProfileError(ValueError):
     """A profile name, key or value that the simulator cannot use."""
@@ -45,6 +47,7 @@ class ProfileError(ValueError):
 @dataclass(frozen=True)
 class EngineProfile:
     # identity / topology
+    engine: str = "sglang"  # sglang | vllm: whose metrics and HTTP quirks (enginescope.simfleet.vllm_engine)
     model_name: str = "meta-llama/Llama-3.1-8B-Instruct"
     gpu_type: str = "H100"
     gpu_memory_gb: float = 80.0
@@ -248,6 +251,8 @@ def _validate(p: EngineProfile) -> None:
     for name in _RATIOS:
         if not 0.0 <= getattr(p, name) <= 1.0:
             raise ProfileError(f"{name} must be within 0..1, got {getattr(p, name)!r}")
+    if p.engine not in ENGINES:
+        raise ProfileError(f"engine must be one of {', '.join(ENGINES)}, got {p.engine!r}")
     if p.spec_method not in SPEC_METHODS:
         raise ProfileError(f"spec_method must be one of {', '.join(SPEC_METHODS)}, got {p.spec_method!r}")
     max_accept = float(p.spec_max_accept_tokens)

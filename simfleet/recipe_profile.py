@@ -114,6 +114,8 @@ def profile_for_recipe(recipe: Any) -> EngineProfile:
         gpu_type = mapping.pop("gpu_type", base.gpu_type)
         if "gpu_type" not in explicit and gpu_type != base.gpu_type:
             base = on_gpu(base, gpu_type, fp8="fp8" in recipe.model.hf_id.lower())
+        if "engine" not in explicit:
+            mapping["engine"] = recipe.engine.name
         speculative = recipe.speculative
         if speculative.enabled and "spec_method" not in explicit:
             mapping["spec_method"] = speculative.method

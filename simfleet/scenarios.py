@@ -70,7 +70,7 @@ DEMO_MIX = RequestMix(
 )  # fmt: skip
 # The spike is partly a batch of long-document (RAG) requests: long prompts fill the KV cache.
 RAG_CLASS = TrafficClass(
-    "rag", 0.35, LogNormalTokens(3000, 0.5, 600, 12000), LogNormalTokens(600, 0.6, 32, 1500)
+    "rag", 0.25, LogNormalTokens(3000, 0.5, 600, 12000), LogNormalTokens(150, 0.6, 16, 600)
 )
 SPIKE_MIX = dataclasses.replace(DEMO_MIX, name="spike-with-rag", classes=(*DEMO_CLASSES, RAG_CLASS))
 # Mean accepted tokens per verify step by class, relative to the engine's (accept_length - 1):

@@ -26,6 +26,7 @@ from enginescope.simfleet.engine import EngineState, EngineUnavailable, SimEngin
 from enginescope.simfleet.exposition import render
 from enginescope.simfleet.sgl_families import HTTP_ENDPOINTS
 from enginescope.simfleet.sim_request import OutputEvent
+from enginescope.simfleet.vllm_engine import VLLM_VERSION
 
 _MAX_HEADER_BYTES = 65536
 CUSTOM_LABELS_HEADER = "x-custom-labels"  # --tokenizer-metrics-custom-labels-header default
@@ -115,6 +116,7 @@ class EngineServer:
         keep_alive = headers.get("connection", "").lower() != "close" and version == "HTTP/1.1"
         path = target.split("?", 1)[0]
         endpoint = path if path in HTTP_ENDPOINTS else None
+        started_s = time.monotonic()
         metrics = self.engine.metrics
         if endpoint:
             metrics.http_started(endpoint, method)
@@ -126,7 +128,7 @@ class EngineServer:
             await self._send(writer, status, _error_body(exc.status, str(exc)), keep_alive)
         finally:
             if endpoint and metrics is self.engine.metrics:  # a restart replaced the registry
-                metrics.http_finished(endpoint, method, status)
+                metrics.http_finished(endpoint, method, status, time.monotonic() - started_s)
         return keep_alive
 
     async def _route(
@@ -150,11 +152,14 @@ class EngineServer:
             return status
         if path == "/v1/models":
             card = {"id": engine.profile.model_name, "object": "model", "created": int(time.time()),
-                    "owned_by": "sglang", "root": engine.profile.model_name,
+                    "owned_by": engine.profile.engine, "root": engine.profile.model_name,
                     "max_model_len": engine.profile.context_len_tokens}  # fmt: skip
             await self._send(writer, 200, {"object": "list", "data": [card]}, keep_alive)
             return 200
-        if path == "/get_server_info":
+        if path == "/version" and engine.profile.engine == "vllm":
+            await self._send(writer, 200, {"version": VLLM_VERSION}, keep_alive)
+            return 200
+        if path == "/get_server_info" and engine.profile.engine == "sglang":
             info = {"model_path": engine.profile.model_name, "version": "0.5.23", "state": engine.state.value,
                     **{k: v for k, v in engine.profile.to_mapping().items() if k.endswith(("_size", "_tokens"))}}  # fmt: skip
             await self._send(writer, 200, info, keep_alive)

@@ -49,7 +49,7 @@ applied: set[str] = set()
 hooks: dict[str, object] = {}
 
 
-def test_spike_with_long_prompts_fills_the_kv_cache_and_retracts() -> None:
+def test_spike_with_long_prompts_fills_the_kv_cache() -> None:
     """Issue 14: the spike's KV chart peaked at 0.03; a real spike on a loaded engine fills it."""
     scenario = get_scenario("spike")
     engine = SimEngine(scenario.profile, seed=0)
@@ -66,8 +66,6 @@ def test_spike_with_long_prompts_fills_the_kv_cache_and_retracts() -> None:
     before = max(v for t, v in usage.items() if t < 12)
     during = max(v for t, v in usage.items() if 12 <= t <= 32)
     assert before < 0.15 and during > 0.7, (before, during)
-    retracted = engine.registry.value("sglang:num_retracted_requests_total", sched_labels(engine)) or 0
-    assert retracted > 0
     gauge = engine.registry.value("sglang:token_usage", sched_labels(engine))
     assert gauge is not None and gauge > 0.3  # published in the stats reports, not just internal
 

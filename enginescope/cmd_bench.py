@@ -87,6 +87,7 @@ def engine_buckets(text: str) -> dict[str, BUCKETS]:
 
     sums: dict[str, dict[float, float]] = {}
     wanted = {name: key for key, name in ENGINE_HISTOGRAMS.items()}
+    wanted |= {name.replace("sglang:", "vllm:"): key for name, key in wanted.items()}  # same names on vLLM
     for family in parse_exposition(text).families:
         key = wanted.get(family.name)
         if key is None:

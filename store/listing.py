@@ -1,7 +1,8 @@
 """What a reader scans: data files of each table's latest Delta snapshot, pruned by time.
 
-A file can hold a row in ``[t0_s, t1_s]`` only if its ``date`` partition and its ``ts`` min/max
-statistics overlap the window; files without statistics are always listed. Everything here reads
+A file is listed for ``[t0_s, t1_s]`` when its ``date`` partition and the UTC hours of its ``ts``
+min/max statistics overlap the window (whole hours, the contract of the ``_in`` macros: a window
+``[h, h]`` lists every file holding rows of hour ``h``); files without statistics always are. Everything here reads
 the Delta log only, never a data file.
 """
 
@@ -57,7 +58,9 @@ def overlaps(f: DataFile, t0_s: float | None, t1_s: float | None) -> bool:
         return False
     if f.min_ts_us is None or f.max_ts_us is None:
         return True
-    return (t1_s is None or f.min_ts_us <= t1_s * _US) and (t0_s is None or f.max_ts_us >= t0_s * _US)
+    first_s = f.min_ts_us // _US // HOUR_S * HOUR_S
+    end_s = ((f.max_ts_us - 1) // _US // HOUR_S + 1) * HOUR_S  # max is rounded up to the ms
+    return _meets(first_s, max(end_s, first_s + HOUR_S), t0_s, t1_s)
 
 
 def _meets(start_s: float, end_s: float, t0_s: float | None, t1_s: float | None) -> bool:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake.transaction import AddAction
 
 from enginescope.collectors.model import Batch, Identity
@@ -104,6 +105,23 @@ class StoreWriter:
             self._replicas.setdefault(ident.replica, ident)
             if ident != self._replicas[ident.replica]:
                 self._replicas[ident.replica] = ident  # identity may be refined (model learned later)
+
+    def write_table(self, table: str, arrow: pa.Table) -> None:
+        """Bulk append: Arrow rows of store table ``table`` (columns by name as in
+        ``schema.SCHEMAS``, identity columns included; missing ones are NULL). Split per replica
+        and UTC hour like ``write`` rows, minute rollups derived the same way; committed by the
+        next ``flush``. For loaders (``store migrate``, history generators), not for sidecars."""
+        if table not in ROW_TABLES:
+            raise ValueError(f"write_table: {table!r} is not one of {', '.join(ROW_TABLES)}")
+        arrow = _conform(table, arrow)
+        with self._io_lock:
+            for date_key, part in _split_replica_hours(arrow):
+                self._pending[table].parts.append((date_key, part, part.num_rows))
+                if table in rollups.ROLLUP_OF:
+                    rollup = rollups.ROLLUP_OF[table]
+                    self._pending[rollup].parts.append((date_key, _arrow_partials(table, part), 0))
+            for replica in pc.unique(arrow.column("replica")).to_pylist():
+                self._replicas.setdefault(replica, Identity(replica))
 
     def flush(self) -> None:
         """Commit everything buffered so far (visible to readers on return)."""
@@ -280,6 +298,42 @@ def _to_arrow(table: str, group: Rows) -> tuple[Any, Rows]:
         else:
             kept.append(item)
     return (schema.to_arrow(table, kept) if kept else None), kept
+
+
+def _conform(table: str, arrow: pa.Table) -> pa.Table:
+    """``arrow`` with the table's columns, in order and types (dictionary strings decoded)."""
+    if table == "gpu":
+        fields = [
+            pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+            for f in arrow.schema
+        ]
+        return arrow.cast(pa.schema(fields))
+    want = schema.SCHEMAS[table]
+    cols = [
+        arrow.column(f.name).cast(f.type)
+        if f.name in arrow.column_names
+        else pa.nulls(arrow.num_rows, f.type)
+        for f in want
+    ]
+    return pa.Table.from_arrays(cols, schema=want)
+
+
+def _split_replica_hours(arrow: pa.Table) -> list[tuple[str, pa.Table]]:
+    """(date, rows) per replica and UTC hour, oldest first."""
+    hours = pc.floor_temporal(arrow.column("ts"), unit="hour")
+    keyed = arrow.append_column("_hour", hours)
+    out = []
+    for key in keyed.group_by(["replica", "_hour"]).aggregate([]).sort_by("_hour").to_pylist():
+        mask = pc.and_(pc.equal(keyed.column("replica"), key["replica"]), pc.equal(hours, key["_hour"]))
+        out.append((key["_hour"].strftime("%Y-%m-%d"), arrow.filter(mask)))
+    return out
+
+
+def _arrow_partials(table: str, part: pa.Table) -> pa.Table:
+    """Minute-rollup rows of one replica-hour of raw Arrow rows (re-summed per minute)."""
+    if table == "histograms":
+        return rollups.resum(rollups.HISTOGRAMS_1M, part)
+    return rollups.resum(rollups.SIGNALS_1M, rollups.signals_as_partials(part))
 
 
 def _minute_partials(table: str, rows: Rows) -> Any:

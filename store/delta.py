@@ -121,7 +121,7 @@ class StoreTable:
     def exists(self) -> bool:
         return self.open() is not None
 
-    def create(self, schema: pa.Schema) -> DeltaTable:
+    def create(self, schema: pa.Schema, partitioned: bool = True) -> DeltaTable:
         """Open, or create with ``schema`` (+ ``date``) partitioned by date; a concurrent
         creation by another writer wins and is simply opened."""
         dt = self.open()
@@ -130,9 +130,9 @@ class StoreTable:
         try:
             DeltaTable.create(
                 self.uri,
-                schema=schema.append(pa.field(PARTITION, pa.date32())),
+                schema=schema.append(pa.field(PARTITION, pa.date32())) if partitioned else schema,
                 mode="ignore",
-                partition_by=[PARTITION],
+                partition_by=[PARTITION] if partitioned else None,
                 configuration=TABLE_CONFIG,
                 storage_options=self.location.storage_options or None,
             )

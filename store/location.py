@@ -82,7 +82,17 @@ def aws_storage_options(env: dict[str, str] | None = None) -> dict[str, str]:
     endpoint = options.get("aws_endpoint_url", "")
     if endpoint.startswith("http://"):
         options.setdefault("aws_allow_http", "true")
+    if not {"aws_s3_locking_provider", "aws_s3_allow_unsafe_rename"} & set(options):
+        # Safe concurrent commits without a lock service: a new log version is written with
+        # a conditional PUT (If-None-Match), so two writers can never both create version N.
+        options.setdefault("aws_conditional_put", "etag")
     return options
+
+
+def store_arg(text: str) -> Path | str:
+    """argparse ``type`` for ``--store``: a Path for a folder, the URL text for object storage."""
+    location = store_location(text)
+    return location.path if location.is_local else location.root
 
 
 def pyarrow_filesystem(location: StoreLocation) -> tuple[pafs.FileSystem, str]:

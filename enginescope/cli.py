@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "endpoint": "enginescope.cmd_endpoint",
     "recipes": "enginescope.cmd_recipes",
     "bench": "enginescope.cmd_bench",
+    "store": "enginescope.cmd_store",
 }
 
 

@@ -49,10 +49,10 @@ log = logging.getLogger(__name__)
 
 PARTITION = "date"
 # Table properties set at creation. Checkpoints every 100 commits keep a snapshot load to one
-# Parquet checkpoint plus <100 JSON commits; expired commit files are removed after two days.
+# Parquet checkpoint plus <100 JSON commits; expired commit files are removed after a day.
 TABLE_CONFIG = {
     "delta.checkpointInterval": "100",
-    "delta.logRetentionDuration": "interval 2 days",
+    "delta.logRetentionDuration": "interval 1 days",
     "delta.deletedFileRetentionDuration": "interval 1 hours",
     "delta.setTransactionRetentionDuration": "interval 30 days",
 }
@@ -115,7 +115,12 @@ class StoreTable:
                 except TableNotFoundError:
                     return None
             else:
-                self._dt.update_incremental()
+                try:
+                    self._dt.update_incremental()
+                except (DeltaError, OSError):
+                    # The commits after our version were cleaned up (a reader idle for longer
+                    # than the log retention): load afresh from the latest checkpoint.
+                    self._dt = DeltaTable(self.uri, storage_options=self.location.storage_options or None)
             return self._dt
 
     def exists(self) -> bool:

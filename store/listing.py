@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from enginescope.store.delta import DataFile, StoreTable
 from enginescope.store.location import StoreLocation
+from enginescope.store.pending import pending_files
 from enginescope.store.rollups import SOURCE_OF
 
 HOUR_S = 3600
@@ -29,11 +30,22 @@ class StoreListing:
         return [store_table.file_uri(f) for f in self.data_files(table, t0_s, t1_s)]
 
     def data_files(self, table: str, t0_s: float | None = None, t1_s: float | None = None) -> list[DataFile]:
-        return [f for f in self.tables[table].files() if overlaps(f, t0_s, t1_s)]
+        return [f for f in self.all_files(table) if overlaps(f, t0_s, t1_s)]
+
+    def all_files(self, table: str) -> list[DataFile]:
+        """The snapshot's files, plus (local stores) the live writers' pending ones, by path."""
+        files = self.tables[table].files()
+        if not self.location.is_local:
+            return files
+        extra = pending_files(self.location.path, table)
+        if not extra:
+            return files
+        seen = {f.path for f in files}
+        return files + [f for f in extra if f.path not in seen and not seen.add(f.path)]
 
     def hour_span(self, table: str) -> tuple[float, float] | None:
         """Start of the oldest and of the newest UTC hour holding a row of ``table``."""
-        files = [f for f in self.tables[table].files() if f.min_ts_us is not None and f.num_records]
+        files = [f for f in self.all_files(table) if f.min_ts_us is not None and f.num_records]
         if not files:
             return None
         lo = min(f.min_ts_us for f in files if f.min_ts_us is not None) // _US

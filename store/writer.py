@@ -29,8 +29,9 @@ from deltalake.transaction import AddAction
 from enginescope.collectors.model import Batch, Identity
 from enginescope.store import compaction, legacy, rollups, schema
 from enginescope.store.compaction import CompactionPolicy, CompactionStats
-from enginescope.store.delta import StoreTable
+from enginescope.store.delta import DataFile, StoreTable, add_action_of, data_file_of
 from enginescope.store.location import StoreLocation, store_location
+from enginescope.store.pending import PendingFile, read_manifests, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +42,20 @@ MAX_RETRY_ROWS = 1_000_000  # per table, kept across failed flushes (bounded mem
 
 @dataclass(slots=True)
 class _Pending:
-    """One table's rows waiting for the store: Arrow parts not yet uploaded, and the uploaded
-    files of the commit in flight (its version is fixed at upload, so a retry is idempotent)."""
+    """One table's rows waiting for the log: Arrow parts not yet uploaded, uploaded files not yet
+    in a commit, and the commit in flight (its version fixed at its first attempt, so a retry
+    after an ambiguous failure is idempotent)."""
 
     parts: list[tuple[str, pa.Table, int]] = field(default_factory=list)  # (date, arrow, raw rows)
-    staged: tuple[int, list[AddAction], int] | None = None  # (version, files, raw rows)
+    staged: list[tuple[AddAction, int]] = field(default_factory=list)  # (file, raw rows)
+    inflight: tuple[int, list[AddAction], int] | None = None  # (version, files, raw rows)
 
     def rows(self) -> int:
-        return sum(n for _, _, n in self.parts) + (self.staged[2] if self.staged else 0)
+        inflight = self.inflight[2] if self.inflight else 0
+        return sum(n for _, _, n in self.parts) + sum(n for _, n in self.staged) + inflight
+
+    def files(self) -> list[AddAction]:
+        return [a for a, _ in self.staged] + (self.inflight[1] if self.inflight else [])
 
 
 class StoreWriter:
@@ -60,6 +67,7 @@ class StoreWriter:
         identity: Identity,
         flush_interval_s: float = 2.0,
         compact_interval_s: float = 30.0,
+        commit_interval_s: float = 30.0,
         retention_days: float | None = None,
         policy: CompactionPolicy | None = None,
         background: bool = True,
@@ -70,6 +78,11 @@ class StoreWriter:
         self.identity = identity
         self.flush_interval_s = flush_interval_s
         self.compact_interval_s = compact_interval_s
+        # The background thread writes files every flush_interval_s but commits them to the
+        # Delta log every commit_interval_s (local stores list the files in between in a
+        # pending manifest that enginescope's views read, see ``pending``); an explicit
+        # flush() always commits. Object stores commit on every flush.
+        self.commit_interval_s = commit_interval_s if self.location.is_local else flush_interval_s
         self.retention_days = retention_days
         self.policy = policy or CompactionPolicy()
         self.rows_written = 0
@@ -85,10 +98,13 @@ class StoreWriter:
         self._replicas: dict[str, Identity] = {}
         self._first_seen_s: dict[str, float] = self._read_first_seen(identity.replica)
         self._last_compact_s = 0.0
+        self._last_commit_s = time.time()
         self._last_vacuum_s = time.time()
         self._last_version = 0
+        self._manifest_written = False
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._adopt_stale_manifests()
         if background:
             self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
             self._thread.start()
@@ -152,8 +168,8 @@ class StoreWriter:
         while not self._stop.wait(self.flush_interval_s):
             try:
                 with self._io_lock:
-                    self._flush_locked()
                     now_s = time.time()
+                    self._flush_locked(commit=now_s - self._last_commit_s >= self.commit_interval_s)
                     if now_s - self._last_compact_s >= self.compact_interval_s:
                         self._compact_locked(now_s)
             except Exception:  # the sidecar must keep running; the next tick retries
@@ -164,7 +180,7 @@ class StoreWriter:
         self._last_version = max(self._last_version + 1, time.time_ns() // 1000)
         return self._last_version
 
-    def _flush_locked(self) -> None:
+    def _flush_locked(self, commit: bool = True) -> None:
         with self._buffer_lock:
             buffered, self._buffer = self._buffer, {t: [] for t in ROW_TABLES}
             replicas = dict(self._replicas)
@@ -175,12 +191,18 @@ class StoreWriter:
         wrote = False
         for table, pending in self._pending.items():
             try:
-                wrote |= self._commit_pending(table, pending)
+                self._upload(table, pending)
+                if commit:
+                    wrote |= self._commit_pending(table, pending)
             except Exception as exc:  # a transient store error: the next flush retries this table
                 failed = failed or exc
                 self._bound(table, pending)
-        if wrote and self.location.is_local:
-            self._write_replica_files(replicas)
+        if commit:
+            self._last_commit_s = time.time()
+        if self.location.is_local:
+            self._write_manifest()
+            if wrote:
+                self._write_replica_files(replicas)
         if failed is not None:
             raise failed
 
@@ -195,23 +217,64 @@ class StoreWriter:
                 partials = _minute_partials(table, kept)
                 self._pending[rollups.ROLLUP_OF[table]].parts.append((date_key, partials, 0))
 
+    def _upload(self, table: str, pending: _Pending) -> None:
+        store_table = self._tables[table]
+        while pending.parts:
+            date_key, arrow, rows = pending.parts[0]
+            arrow = store_table.ensure_columns(arrow)
+            pending.staged.append((store_table.write_file(arrow, date_key), rows))
+            pending.parts.pop(0)
+
     def _commit_pending(self, table: str, pending: _Pending) -> bool:
-        if pending.staged is None and pending.parts:
-            store_table = self._tables[table]
-            adds = []
-            for date_key, arrow, _ in pending.parts:
-                arrow = store_table.ensure_columns(arrow)
-                adds.append(store_table.write_file(arrow, date_key))
-            pending.staged = (self._next_version(), adds, sum(n for _, _, n in pending.parts))
-            pending.parts = []
-        if pending.staged is None:
+        if pending.inflight is None and pending.staged:
+            adds = [a for a, _ in pending.staged]
+            pending.inflight = (self._next_version(), adds, sum(n for _, n in pending.staged))
+            pending.staged = []
+        if pending.inflight is None:
             return False
-        version, adds, raw_rows = pending.staged
+        version, adds, raw_rows = pending.inflight
         self._tables[table].append(adds, self.app_id, version)
-        pending.staged = None
+        pending.inflight = None
         self.rows_written += raw_rows
         self.commits += 1
+        if pending.staged:  # staged while a retried commit was in flight: commit them now too
+            return self._commit_pending(table, pending)
         return True
+
+    def _write_manifest(self) -> None:
+        files = [
+            PendingFile(table, data_file_of(add)) for table, p in self._pending.items() for add in p.files()
+        ]
+        if files or self._manifest_written:
+            write_manifest(self.location.path, self.app_id, self.identity.replica, files)
+            self._manifest_written = bool(files)
+
+    def _adopt_stale_manifests(self) -> None:
+        """Commit the pending files a dead writer of this replica left (see ``pending``)."""
+        if not self.location.is_local:
+            return
+        for path, record, live in read_manifests(self.location.path):
+            if live or record.get("replica") != self.identity.replica:
+                continue
+            by_table: dict[str, list[DataFile]] = {}
+            for entry in record.get("files", []):
+                f = DataFile(**{k: v for k, v in entry.items() if k != "table"})
+                by_table.setdefault(entry["table"], []).append(f)
+            for table, files in by_table.items():
+                store_table = self._tables.get(table)
+                if store_table is None or store_table.open() is None:
+                    continue
+                live_paths = {f.path for f in store_table.files()}
+                table_dir = self.location.path / table
+                adds = [
+                    add_action_of(f)
+                    for f in files
+                    if f.path not in live_paths and (table_dir / f.path).is_file()
+                ]
+                if adds:
+                    store_table.append(adds)
+                    log.info("store writer: committed %d files a dead writer left in %s", len(adds), table)
+            path.unlink(missing_ok=True)
 
     def _bound(self, table: str, pending: _Pending) -> None:
         """Keep at most ``MAX_RETRY_ROWS`` waiting rows of ``table``: drop the oldest parts."""

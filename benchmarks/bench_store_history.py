@@ -92,7 +92,7 @@ def openmetrics_lines(replica: str, start_s: int, counts: np.ndarray, sums: np.n
         for le, value in zip(les, running[i], strict=True):
             yield f'ttft_seconds_bucket{{replica="{replica}",le="{le}"}} {value:.0f} {ts}\n'
         yield f'ttft_seconds_count{{replica="{replica}"}} {running[i, -1]:.0f} {ts}\n'
-        yield f'ttft_seconds_sum{{replica="{replica}"}} {running_sum[i]!r} {ts}\n'
+        yield f'ttft_seconds_sum{{replica="{replica}"}} {float(running_sum[i])!r} {ts}\n'
 
 
 def disk(path: Path) -> tuple[int, int]:
@@ -244,6 +244,10 @@ def compare(base: str, store: Path, start_s: int, end_s: int) -> None:
         same = ours.keys() == theirs.keys() and all(
             math.isclose(ours[k], theirs[k], rel_tol=1e-9) for k in ours
         )
+        bad = sorted(k for k in ours.keys() & theirs.keys() if not math.isclose(ours[k], theirs[k], rel_tol=1e-9))
+        if bad:
+            print(f"  {len(bad)} differing points, first: {bad[:3]} ours {[ours[k] for k in bad[:3]]} "
+                  f"prometheus {[theirs[k] for k in bad[:3]]}")  # fmt: skip
         worst = max(
             (abs(ours[k] - theirs[k]) / ours[k] for k in ours.keys() & theirs.keys()), default=float("nan")
         )

@@ -102,6 +102,7 @@ class StoreTable:
         self.uri = location.table_uri(name)
         self._dt: DeltaTable | None = None
         self._files: tuple[int, list[DataFile]] | None = None  # (version, files) of the last listing
+        self._schema: tuple[tuple[int, int], pa.Schema] | None = None
         self._lock = threading.Lock()
         self._fs, base = pyarrow_filesystem(location)
         self._base = f"{base}/{name}"
@@ -188,7 +189,9 @@ class StoreTable:
         are open-ended); cast the others to the table's types (a column that cannot be cast is
         written as NULL, logged). Uses the cached snapshot: no store round trip when nothing is new."""
         dt = self._dt or self.create(arrow.schema)
-        table_schema = pa.schema(dt.schema().to_arrow())
+        table_schema = self._arrow_schema(dt)
+        if table_schema == arrow.schema:
+            return arrow  # the common case: nothing to add or cast
         new = [f for f in arrow.schema if f.name not in table_schema.names]
         if new:
             dt = self.open() or dt
@@ -197,7 +200,7 @@ class StoreTable:
             except DeltaError as exc:  # another writer added them first
                 log.debug("store: add columns to %s: %s", self.uri, exc)
             dt = self.open() or dt
-            table_schema = pa.schema(dt.schema().to_arrow())
+            table_schema = self._arrow_schema(dt)
         for i, f in enumerate(arrow.schema):
             want = table_schema.field(f.name).type if f.name in table_schema.names else f.type
             if want != f.type:
@@ -207,6 +210,16 @@ class StoreTable:
                     log.error("store: %s.%s is %s, dropping a %s column", self.name, f.name, want, f.type)
                     arrow = arrow.set_column(i, f.name, pa.nulls(arrow.num_rows, want))
         return arrow
+
+    def _arrow_schema(self, dt: DeltaTable) -> pa.Schema:
+        """The table's data columns as Arrow (without ``date``), converted once per version."""
+        key = (dt.version(), id(dt))
+        if self._schema is None or self._schema[0] != key:
+            schema = pa.schema(dt.schema().to_arrow())
+            if PARTITION in schema.names:
+                schema = schema.remove(schema.get_field_index(PARTITION))
+            self._schema = (key, schema)
+        return self._schema[1]
 
     def append(self, adds: list[AddAction], app_id: str | None = None, version: int = 0) -> bool:
         """Commit ``adds`` as one blind append; False if ``(app_id, version)`` already landed."""

@@ -104,7 +104,8 @@ def test_concurrent_writer_processes_on_s3(aws: dict[str, str]) -> None:
     assert (count, distinct) == (total, total)  # no commit lost to a race, none applied twice
     assert con.execute("SELECT sum(n) FROM signals_1m").fetchone() == (total,)
     dt = StoreTable(store_location(store), "signals").open()
-    assert dt is not None and dt.version() == len(WRITERS) * FLUSHES  # one commit per flush
+    # One commit per flush at least (a racing creation may add a metadata commit).
+    assert dt is not None and dt.version() >= len(WRITERS) * FLUSHES
 
 
 def test_other_engines_read_the_s3_table(aws: dict[str, str]) -> None:

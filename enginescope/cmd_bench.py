@@ -275,6 +275,9 @@ def write_bench(store: Path, rows: list[dict[str, Any]], meta: dict[str, str]) -
     tmp = folder / f".tmp-{path.name}"
     pq.write_table(table, tmp)
     tmp.replace(path)  # readers never see half a file
+    from enginescope.store.bench import register_run
+
+    register_run(store, path)  # one commit adds the run to the store's Delta table ``bench``
     return path
 
 

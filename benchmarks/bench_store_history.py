@@ -244,7 +244,9 @@ def compare(base: str, store: Path, start_s: int, end_s: int) -> None:
         same = ours.keys() == theirs.keys() and all(
             math.isclose(ours[k], theirs[k], rel_tol=1e-9) for k in ours
         )
-        bad = sorted(k for k in ours.keys() & theirs.keys() if not math.isclose(ours[k], theirs[k], rel_tol=1e-9))
+        bad = sorted(
+            k for k in ours.keys() & theirs.keys() if not math.isclose(ours[k], theirs[k], rel_tol=1e-9)
+        )
         if bad:
             print(f"  {len(bad)} differing points, first: {bad[:3]} ours {[ours[k] for k in bad[:3]]} "
                   f"prometheus {[theirs[k] for k in bad[:3]]}")  # fmt: skip

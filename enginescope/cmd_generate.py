@@ -11,9 +11,7 @@ from pathlib import Path
 
 from enginescope.cli import CliError
 
-HELP = (
-    "generate the OTel Collector config, Grafana/Datadog dashboards and Prometheus alerts from the recipes"
-)
+HELP = "generate the OTel Collector config, Grafana/Datadog dashboards and Prometheus alerts from the recipes"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

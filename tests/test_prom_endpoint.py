@@ -331,7 +331,9 @@ def test_an_event_in_the_first_write_of_a_replica_is_served_as_zero_first(sink):
     written together with the replica's first batch must still be counted."""
     from enginescope.collectors.model import EventRow
 
-    sink.write(Batch(IDENTITY, events=[EventRow(100.0, "container_started"), EventRow(100.0, "engine_ready")]))
+    sink.write(
+        Batch(IDENTITY, events=[EventRow(100.0, "container_started"), EventRow(100.0, "engine_ready")])
+    )
     _, first = scrape(sink)
     _, second = scrape(sink)
     for kind in ("container_started", "engine_ready"):

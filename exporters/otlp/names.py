@@ -69,6 +69,7 @@ _SIGNAL_NAMES: dict[str, tuple[str, tuple[tuple[str, str], ...], bool]] = {
     "retractions": ("enginescope.requests.retracted", (), False),
     "fleet_replicas": ("enginescope.fleet.replicas", (), False),
     "fleet_backlog": ("enginescope.fleet.backlog", (), False),
+    "fleet_running_inputs": ("enginescope.fleet.running_inputs", (), False),
 }
 
 
@@ -211,3 +212,14 @@ _OPERATIONS = (
     ("/embeddings", "embeddings"),
     ("/generate", "text_completion"),  # SGLang's native /generate takes a prompt
 )
+
+
+def gpu_column_meta(column: str) -> OtelName:
+    """The per-device series a GpuRow column is exported as (temperatures are hw.temperature
+    sensors whose ``hw.parent`` is the GPU)."""
+    if column in GPU_COLUMNS:
+        return GPU_COLUMNS[column]
+    if column in GPU_TEMPERATURES:
+        return OtelName(TEMPERATURE.name, TEMPERATURE.unit, TEMPERATURE.kind, (("hw.type", "temperature"),),
+                        description=TEMPERATURE.description)  # fmt: skip
+    raise KeyError(f"GPU column {column!r} is not exported per device over OTLP")

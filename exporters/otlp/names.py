@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from enginescope.collectors.gpu_fields import IDENTITY_COLUMNS
 from enginescope.collectors.signals import SIGNALS, THROTTLE_REASONS, Scope
 from enginescope.collectors.signals import Kind as SignalKind
 
@@ -175,8 +176,10 @@ GPU_REASON_ATTR = "enginescope.gpu.clock_event.reason"
 CLOCK_EVENT_REASONS: dict[int, str] = {r.bit: r.name for r in THROTTLE_REASONS}
 # Columns that identify a GPU (resource-like attributes) or duplicate another column.
 GPU_IDENTITY = {"gpu_name": "hw.model", "driver_version": "hw.driver_version"}
+# Identity columns (the GPU source's one list) go out as attributes or not at all.
 GPU_SKIPPED = frozenset(
-    {"gpu_index", "pci_bus_id", "xid_last", "fb_free_bytes", "throttle_thermal"}
+    (set(IDENTITY_COLUMNS) - GPU_IDENTITY.keys())
+    | {"fb_free_bytes", "throttle_thermal"}
     | {r.column for r in THROTTLE_REASONS}
 )
 

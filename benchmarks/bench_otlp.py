@@ -64,7 +64,7 @@ class _Down:
 
     body_encoding = "none"
 
-    def send(self, body: bytes) -> SendResult:
+    def send(self, body: bytes, timeout_s: float | None = None) -> SendResult:
         return SendResult(Outcome.RETRY, "ConnectionError: endpoint down")
 
     def close(self) -> None:

@@ -41,7 +41,7 @@ Histogram ``counts`` are Prometheus-style cumulative ``le`` counts (last bound +
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from enginescope.collectors.deltas import HistogramState, counter_increase, histogram_increase
@@ -51,6 +51,7 @@ OVERFLOW_LABELS: Labels = (("otel.metric.overflow", "true"),)
 RESET_GAP_S = 1e-6  # a restarted series starts just after the last point of the old one
 
 Key = tuple[str, Labels]
+_DELTA_KINDS = frozenset({"counter", "histogram"})
 
 
 @dataclass(slots=True)
@@ -224,23 +225,24 @@ class CumulativeState:
 
     # -- export ------------------------------------------------------------------------
 
-    def collect(self, now_s: float, delta: bool = False) -> list[Point]:
-        """One export. Cumulative: every live series. Delta: series updated since the last
-        collect, with their change; the change is cleared."""
+    def collect(self, now_s: float, delta: bool | Collection[str] = False) -> list[Point]:
+        """One export. Cumulative: every live series. Delta (``True``, or the kinds to export as
+        delta, e.g. ``{"histogram"}``): series updated since the last collect, with their
+        change; the change is cleared. Gauges always carry their last value."""
+        kinds = _DELTA_KINDS if delta is True else frozenset(delta or ())
         previous_s, self._last_collect_s = self._last_collect_s, now_s
         out = []
         for s in self._series.values():
             if s.kind == "gauge":
                 out.append(Point(s.name, s.labels, s.kind, s.start_s, now_s, s.value))
-            elif not delta:
+            elif s.kind not in kinds:
                 out.append(_point(s, s.start_s, now_s, s.value, s.counts, s.sum, s.count))
             elif s.updated:
                 start_s = s.start_s if previous_s is None else max(s.start_s, previous_s)
                 out.append(
                     _point(s, start_s, now_s, s.pending, s.pending_counts, s.pending_sum, s.pending_count)
                 )
-            if delta:
-                _clear_pending(s)
+            _clear_pending(s)
             s.updated = False
         return out
 

@@ -179,6 +179,7 @@ class EngineSource:
         scrape = self.normaliser.process(result.body, now_s, result.content_type)
         batch.samples.extend(scrape.samples)
         batch.histograms.extend(scrape.histograms)
+        batch.series.extend(scrape.series)
         batch.signals.extend(scrape.signals)
         batch.events.extend(self._debounce_restarts(scrape.events, now_s))
         if not self.model_name:

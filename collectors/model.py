@@ -99,6 +99,24 @@ class HistogramRow:
 
 
 @dataclass(slots=True)
+class SeriesRow:
+    """A histogram series the engine exposed in one scrape, idle or not (``Batch.series``).
+
+    ``histograms`` holds only intervals with new observations; these rows say which histogram
+    series exist, with their bucket bounds (le, ascending, last +inf), so sinks keep exporting
+    idle series and a series inventory can tell "idle" from "not exposed". Gauges and counters
+    need no such row: every scrape yields a ``SampleRow`` for each of their series.
+    """
+
+    ts_s: float
+    metric: str
+    type: str
+    labels: Labels
+    bounds: tuple[float, ...] = ()
+    signal: str | None = None
+
+
+@dataclass(slots=True)
 class SignalRow:
     """A canonical per-interval scalar (``signals`` table).
 
@@ -151,8 +169,15 @@ class Batch:
     events: list[EventRow] = field(default_factory=list)
     gpu: list[GpuRow] = field(default_factory=list)
     requests: list[RequestRow] = field(default_factory=list)
+    series: list[SeriesRow] = field(default_factory=list)
 
     def is_empty(self) -> bool:
         return not (
-            self.samples or self.histograms or self.signals or self.events or self.gpu or self.requests
+            self.samples
+            or self.histograms
+            or self.signals
+            or self.events
+            or self.gpu
+            or self.requests
+            or self.series
         )

@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 from enginescope.collectors.catalog import Catalog, Series, canonical_family, catalog_for, detect_engine
 from enginescope.collectors.deltas import DeltaTracker, HistogramState
 from enginescope.collectors.exposition import ExpositionError, ExpositionParser, MetricFamily
-from enginescope.collectors.model import EventKind, EventRow, HistogramRow, Labels, SampleRow, SignalRow
+from enginescope.collectors.model import (
+    EventKind,
+    EventRow,
+    HistogramRow,
+    Labels,
+    SampleRow,
+    SeriesRow,
+    SignalRow,
+)
 
 _GAUGE_LIKE = frozenset({"gauge", "untyped", "info", "stateset", "gaugehistogram"})
 _MAX_RESET_FAMILIES_SHOWN = 5
@@ -34,6 +42,7 @@ class NormalisedScrape:
     signals: list[SignalRow] = field(default_factory=list)
     events: list[EventRow] = field(default_factory=list)
     errors: list[ExpositionError] = field(default_factory=list)
+    series: list[SeriesRow] = field(default_factory=list)  # every histogram series, idle included
 
 
 class Normaliser:
@@ -62,6 +71,7 @@ class Normaliser:
             run.family(family)
         resets = self._deltas.finish()
         out = NormalisedScrape(self.engine, run.samples, run.histograms, run.signals(), [], parsed.errors)
+        out.series = run.series
         out.errors.extend(run.errors)
         if resets:
             out.events.append(EventRow(ts_s, EventKind.ENGINE_RESTART, _reset_detail(resets)))
@@ -76,6 +86,7 @@ class _Run:
         self.wanted = catalog.wanted_families()
         self.samples: list[SampleRow] = []
         self.histograms: list[HistogramRow] = []
+        self.series: list[SeriesRow] = []
         self.errors: list[ExpositionError] = []
         self.present: set[str] = set()
         self.gauges: dict[str, list[Series]] = {}
@@ -163,6 +174,9 @@ class _Run:
             state = parts.state(family.name, self.errors)
             if state is None:
                 continue
+            self.series.append(
+                SeriesRow(self.ts_s, family.name, "histogram", parts.labels, state.bounds, signal)
+            )
             increase = self.deltas.histogram(series_key, family.name, state)
             if increase is None or self.interval_s is None or increase.count <= 0:
                 continue

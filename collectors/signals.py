@@ -69,6 +69,9 @@ _ALL: tuple[Signal, ...] = (
     Signal(
         "fleet_backlog", G, "{request}", "requests", "Requests queued at the platform's front door", _FLEET
     ),
+    Signal(
+        "fleet_running_inputs", G, "{request}", "requests", "Inputs the platform reports in flight", _FLEET
+    ),
 )
 
 SIGNALS: dict[str, Signal] = {s.name: s for s in _ALL}

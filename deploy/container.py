@@ -30,7 +30,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from enginescope.collectors.model import EventKind
 from enginescope.recipes.schema import Recipe, load_recipe
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,8 @@ log = logging.getLogger(__name__)
 EXIT_BUDGET_S = 30.0  # Modal kills exit handlers after 30 s
 STOP_RESERVE_S = 8.0  # kept for the final scrape, flush, engine stop and commit
 ENGINE_STOP_TIMEOUT_S = 5.0
-IN_FLIGHT_GAUGES = ("sglang:num_running_reqs", "sglang:num_queue_reqs")
+COMMIT_RESERVE_S = 1.0  # the last Volume commit
+MIN_SIDECAR_STOP_S = 1.0
 
 
 class EngineStartError(RuntimeError):
@@ -76,16 +76,22 @@ def sglang_command(
 
 
 def in_flight_requests(metrics_text: str) -> float:
-    """Running + queued requests from an SGLang exposition (summed over ranks)."""
-    total = 0.0
-    for line in metrics_text.splitlines():
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in IN_FLIGHT_GAUGES:
-            try:
-                total += float(line.rsplit(" ", 1)[1])
-            except (IndexError, ValueError):
-                continue
-    return total
+    """Running + queued requests, aggregated as the catalog does everywhere else: ranks that
+    mirror one scheduler (``tp_rank``, ...) count once (their max), ``dp_rank`` groups add up,
+    and with priority scheduling only the ``priority=""`` total counts."""
+    from enginescope.collectors.catalog import SGLANG, canonical_family
+    from enginescope.collectors.exposition import parse_exposition
+
+    wanted = {"sglang:num_running_reqs", "sglang:num_queue_reqs"}
+    gauges: dict[str, list] = {}
+    for family in parse_exposition(metrics_text).families:
+        name = canonical_family(family.name)
+        if name in wanted:
+            gauges.setdefault(name, []).extend(
+                zip((r.labels for r in family.refs), family.values, strict=True)
+            )
+    values = dict(SGLANG.signals(set(gauges), gauges, {}))
+    return values.get("running_requests", 0.0) + values.get("queue_depth", 0.0)
 
 
 def _http_get(url: str, timeout_s: float) -> tuple[int, str]:
@@ -130,6 +136,7 @@ class ContainerEntry:
         self._stop = threading.Event()
         self._commit_thread: threading.Thread | None = None
         self._started_at_s = time.monotonic()
+        self._exit_started_s: float | None = None  # monotonic; drain() or stop(), whichever first
 
     # -- start -----------------------------------------------------------------------------
 
@@ -149,7 +156,7 @@ class ContainerEntry:
         self._wait_healthy(float(self.recipe.server.health_timeout_s))
         self._warm_up()
         startup_s = time.monotonic() - self._started_at_s
-        self._record(EventKind.ENGINE_READY, f"startup_s={startup_s:.1f}")
+        self.sidecar.ready(f"startup_s={startup_s:.1f}")  # the container, not /health, decides
         log.info("engine ready after %.1fs", startup_s)
 
     def _make_sidecar(self) -> Any:
@@ -166,6 +173,7 @@ class ContainerEntry:
             request_log_dir=self.request_log_dir,
             nvml=self.nvml,
             extra_sinks=self.extra_sinks,
+            ready_by="owner",  # ready = healthy and warmed up (start())
         )
         return Sidecar(config)
 
@@ -227,6 +235,7 @@ class ContainerEntry:
         """Record ``draining`` and wait (bounded) for in-flight requests; returns seconds waited."""
         budget_s = min(float(self.recipe.server.exit_grace_period_s), EXIT_BUDGET_S - STOP_RESERVE_S)
         max_wait_s = budget_s if max_wait_s is None else max_wait_s
+        self._exit_started_s = self._exit_started_s or time.monotonic()
         if self.sidecar is not None:
             self.sidecar.drain(reason or "exit requested")
         began = time.monotonic()
@@ -240,9 +249,10 @@ class ContainerEntry:
     def stop(self) -> None:
         """Final scrape + flush, stop the engine, commit. Idempotent, never raises."""
         self._stop.set()
+        self._exit_started_s = self._exit_started_s or time.monotonic()
         if self.sidecar is not None:
             try:
-                self.sidecar.stop(timeout_s=3.0)
+                self.sidecar.stop(timeout_s=self.sidecar_stop_budget_s())
             except Exception as exc:
                 log.error("sidecar stop failed: %s", exc)
         self._stop_engine()
@@ -250,6 +260,13 @@ class ContainerEntry:
             self._commit_thread.join(timeout=1.0)
         if self.commit is not None:
             self._commit()
+
+    def sidecar_stop_budget_s(self) -> float:
+        """What is left of Modal's exit budget for the final scrape and every sink's shutdown,
+        after keeping enough for the engine stop and the last commit."""
+        began = self._exit_started_s or time.monotonic()
+        left_s = EXIT_BUDGET_S - (time.monotonic() - began) - ENGINE_STOP_TIMEOUT_S - COMMIT_RESERVE_S
+        return max(MIN_SIDECAR_STOP_S, left_s)
 
     def _engine_alive(self) -> bool:
         return self.engine is not None and self.engine.poll() is None
@@ -267,11 +284,6 @@ class ContainerEntry:
             self.engine.wait(timeout=ENGINE_STOP_TIMEOUT_S)
         except ProcessLookupError:
             pass
-
-    def _record(self, kind: str, detail: str) -> None:
-        record = getattr(self.sidecar, "record", None) or getattr(self.sidecar, "_record", None)
-        if record is not None:
-            record(kind, detail)
 
 
 # -- local entry point -----------------------------------------------------------------------

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "recipes": "enginescope.cmd_recipes",
     "bench": "enginescope.cmd_bench",
     "spec-report": "enginescope.cmd_spec_report",
+    "store": "enginescope.cmd_store",
 }
 
 

@@ -87,6 +87,7 @@ def engine_buckets(text: str) -> dict[str, BUCKETS]:
 
     sums: dict[str, dict[float, float]] = {}
     wanted = {name: key for key, name in ENGINE_HISTOGRAMS.items()}
+    wanted |= {name.replace("sglang:", "vllm:"): key for name, key in wanted.items()}  # same names on vLLM
     for family in parse_exposition(text).families:
         key = wanted.get(family.name)
         if key is None:
@@ -99,11 +100,17 @@ def engine_buckets(text: str) -> dict[str, BUCKETS]:
 
 
 def bucket_increase(before: BUCKETS | None, after: BUCKETS) -> BUCKETS:
-    """Bucket increases over a level; a reset (engine restart) counts from zero, never negative."""
+    """Bucket increases over a level; a reset (engine restart) counts from zero, never negative.
+    The reset rule is the pipeline's own (``collectors.deltas.histogram_increase``)."""
+    from enginescope.collectors.deltas import HistogramState, histogram_increase
+
     bounds, counts = after
-    if before is None or before[0] != bounds or any(a < b for a, b in zip(counts, before[1], strict=True)):
+    if before is None:
         return after
-    return bounds, tuple(a - b for a, b in zip(counts, before[1], strict=True))
+    current = HistogramState(bounds, counts, 0.0, counts[-1] if counts else 0.0)
+    previous = HistogramState(before[0], before[1], 0.0, before[1][-1] if before[1] else 0.0)
+    increase, _ = histogram_increase(previous, current)
+    return increase.bounds, increase.counts
 
 
 def engine_quantiles(before: dict[str, BUCKETS], after: dict[str, BUCKETS]) -> dict[str, float]:
@@ -268,6 +275,9 @@ def write_bench(store: Path, rows: list[dict[str, Any]], meta: dict[str, str]) -
     tmp = folder / f".tmp-{path.name}"
     pq.write_table(table, tmp)
     tmp.replace(path)  # readers never see half a file
+    from enginescope.store.bench import register_run
+
+    register_run(store, path)  # one commit adds the run to the store's Delta table ``bench``
     return path
 
 

@@ -116,9 +116,9 @@ def _list_presets(presets: Mapping[str, Any]) -> str:
 def _execute(store: Path, sql: str, params: dict[str, Any] | None) -> tuple[list[str], list[tuple]]:
     import duckdb
 
-    from enginescope.store import open_store, query
+    from enginescope.store import LegacyStoreError, open_store, query
 
-    if not store.is_dir():
+    if isinstance(store, Path) and not store.is_dir():
         raise CliError(f"store {store} does not exist (set --store or $ENGINESCOPE_STORE)")
     try:
         con = open_store(store)
@@ -126,7 +126,7 @@ def _execute(store: Path, sql: str, params: dict[str, Any] | None) -> tuple[list
         if cursor.description is None:
             return [], []
         return [d[0] for d in cursor.description], cursor.fetchall()
-    except duckdb.Error as exc:
+    except (duckdb.Error, LegacyStoreError) as exc:
         raise CliError(_one_line(exc)) from exc
 
 

@@ -31,6 +31,7 @@ from enginescope.simfleet.scenarios import (
     DEMO_MAX_COLD_START_S,
     Scenario,
     ScenarioContext,
+    class_accept_lengths,
     for_recipe,
     get_scenario,
 )
@@ -108,7 +109,8 @@ async def _play(
         fleet.router,
         scenario.pattern,
         scenario.mix,
-        LoadConfig(model=scenario.profile.model_name, seed=options.seed, request_timeout_s=60.0),
+        # Clients give up after 30 s (timeouts and aborts show under overload, as in production).
+        LoadConfig(model=scenario.profile.model_name, seed=options.seed, request_timeout_s=30.0),
     )
     result.results = load.results
     ctx = ScenarioContext(fleet, load)
@@ -207,4 +209,5 @@ def _fleet_config(scenario: Scenario, options: DemoOptions) -> FleetConfig:
         scrape_interval_s=options.scrape_interval_s,
         gpu_spec=gpu_spec,
         seed=options.seed,
+        class_accept_lengths=class_accept_lengths(scenario.profile, scenario.class_accept_factors),
     )

@@ -2,6 +2,8 @@
 
 It owns time and failure (style: OpenTelemetry's PeriodicExportingMetricReader): a source or
 sink that raises is logged once per distinct error and counted, never allowed to stop the loop.
+Lifecycle events go through one state machine (``collectors/lifecycle.py``); ``stop`` shares
+one deadline across the final scrape and every sink's shutdown.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import Any
 
 from enginescope.collectors.engine_source import EngineSource
 from enginescope.collectors.identity import resolve_identity
+from enginescope.collectors.lifecycle import Lifecycle
 from enginescope.collectors.model import Batch, EventKind, EventRow, Identity, SampleRow
-from enginescope.collectors.pipeline import Sink, Source
+from enginescope.collectors.pipeline import Sink, Source, as_sink, shutdown_all
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,8 @@ class SidecarConfig:
     timeout_s: float = 2.0
     flush_interval_s: float = 2.0
     retention_days: float | None = None  # None keeps everything
-    extra_sinks: list[Sink] = field(default_factory=list)
+    extra_sinks: list[Any] = field(default_factory=list)  # Sinks (older flush/close ones are wrapped)
+    ready_by: str = "health"  # who records engine_ready first: /health ("health") or the owner
 
 
 class Sidecar:
@@ -63,15 +67,14 @@ class Sidecar:
             config.engine_url, self.identity, engine=config.engine, timeout_s=config.timeout_s
         )
         self.sources: list[Source] = [self.engine_source, *self._optional_sources()]
-        self.sinks: list[Sink] = [
-            StoreWriter(
-                config.store_dir,
-                self.identity,
-                flush_interval_s=config.flush_interval_s,
-                retention_days=config.retention_days,
-            ),
-            *config.extra_sinks,
-        ]
+        store = StoreWriter(
+            config.store_dir,
+            self.identity,
+            flush_interval_s=config.flush_interval_s,
+            retention_days=config.retention_days,
+        )
+        self.sinks: list[Sink] = [as_sink(s) for s in (store, *config.extra_sinks)]
+        self.lifecycle = Lifecycle(config.ready_by)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pending_events: list[EventRow] = []
@@ -81,7 +84,7 @@ class Sidecar:
         self._lag_s = 0.0
         self._last_tick_s = 0.0
         self._stopped = False
-        self._record(EventKind.CONTAINER_STARTED, self._describe())
+        self._queue(self.lifecycle.start(time.time(), self._describe()))
 
     def _optional_sources(self) -> list[Source]:
         sources: list[Source] = []
@@ -115,26 +118,37 @@ class Sidecar:
         self._thread.start()
 
     def drain(self, reason: str = "") -> None:
-        self._record(EventKind.DRAINING, reason or "drain requested")
+        self._queue(self.lifecycle.drain(time.time(), reason or "drain requested"))
 
-    def stop(self, timeout_s: float = 20.0) -> None:
-        """Final tick, flush every sink, record ``container_stopped``. Idempotent."""
+    def ready(self, detail: str = "") -> None:
+        """The owner (``ready_by="owner"``) says the engine is ready to serve."""
+        self._queue(self.lifecycle.ready(time.time(), detail))
+
+    def stop(self, timeout_s: float = 20.0) -> dict[str, bool]:
+        """Final tick, then every sink shut down, all within ``timeout_s``; records
+        ``container_stopped``. Returns ``{sink: everything written}``. Idempotent."""
         if self._stopped:
-            return
+            return {}
         self._stopped = True
+        deadline = time.monotonic() + timeout_s
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-        self._record(EventKind.CONTAINER_STOPPED, f"after {self._ticks} ticks")
+        if self._thread is not None:  # a scrape in flight ends within its own timeout
+            self._thread.join(max(0.0, min(deadline - time.monotonic(), self.config.timeout_s + 1.0)))
+        self._queue(self.lifecycle.stop(time.time(), f"after {self._ticks} ticks"))
         loop_stuck = self._thread is not None and self._thread.is_alive()
         if loop_stuck:  # a scrape outlived the grace: sources are not thread-safe, so write events only
             log.warning("sidecar loop still busy after %.0fs; final scrape skipped", timeout_s)
-        self.tick(collect=not loop_stuck)
-        for sink in self.sinks:
-            self._guard(f"sink {type(sink).__name__}.close", sink.close)
+        final = self._build(collect=not loop_stuck)
+        results = shutdown_all(self.sinks, max(0.0, deadline - time.monotonic()), final=final)
         for source in self.sources:
             self._guard(f"source {source.name}.close", source.close)
+        lost = [name for name, ok in results.items() if not ok]
+        if lost:
+            log.warning(
+                "sidecar stopped: sinks not fully written within %.1fs: %s", timeout_s, ", ".join(lost)
+            )
         log.info("sidecar stopped: replica %s", self.identity.replica)
+        return results
 
     def wait_for_engine(self, timeout_s: float, cancel: threading.Event | None = None) -> bool:
         """Block until the engine answers ``/metrics`` once (container start-up), or time out."""
@@ -161,6 +175,13 @@ class Sidecar:
             self._stop.wait(max(0.0, next_tick - time.monotonic()))
 
     def tick(self, collect: bool = True) -> Batch:
+        batch = self._build(collect)
+        for sink in self.sinks:
+            self._guard(f"sink {type(sink).__name__}", sink.write, batch)
+        return batch
+
+    def _build(self, collect: bool) -> Batch:
+        """One tick's batch: every source, lifecycle events through the state machine."""
         now_s = time.time()
         batch = Batch(self.identity)
         for source in self.sources if collect else ():
@@ -169,8 +190,10 @@ class Sidecar:
                 _merge(batch, part)
         self._adopt_engine_facts()
         batch.identity = self.identity
+        up = next((s.value == 1.0 for s in batch.signals if s.signal == "engine_up"), None)
+        observed = self.lifecycle.observe(batch.events, up)
         with self._events_lock:
-            batch.events[:0], self._pending_events = self._pending_events, []
+            batch.events, self._pending_events = [*self._pending_events, *observed], []
         interval_s = now_s - self._last_tick_s if self._last_tick_s else 0.0
         self._last_tick_s = now_s
         self._ticks += 1
@@ -178,8 +201,6 @@ class Sidecar:
             SampleRow(now_s, "enginescope_sidecar_tick_lag_seconds", "gauge", (), self._lag_s)
         )
         batch.samples.extend(self._sink_health(now_s, interval_s))
-        for sink in self.sinks:
-            self._guard(f"sink {type(sink).__name__}", sink.write, batch)
         return batch
 
     def _sink_health(self, now_s: float, interval_s: float) -> list[SampleRow]:
@@ -202,12 +223,18 @@ class Sidecar:
             self.engine_source.identity = self.identity
 
     def record(self, kind: str, detail: str) -> None:
-        """Queue a lifecycle event; it is written with the next tick."""
-        self._record(kind, detail)
+        """Queue an event; it is written with the next tick. Lifecycle kinds go through the
+        state machine (``engine_ready`` = :meth:`ready`, ``draining`` = :meth:`drain`)."""
+        if kind == EventKind.ENGINE_READY:
+            self.ready(detail)
+        elif kind == EventKind.DRAINING:
+            self.drain(detail)
+        else:
+            self._queue([EventRow(time.time(), kind, detail)])
 
-    def _record(self, kind: str, detail: str) -> None:
+    def _queue(self, events: list[EventRow]) -> None:
         with self._events_lock:
-            self._pending_events.append(EventRow(time.time(), kind, detail))
+            self._pending_events.extend(events)
 
     def _describe(self) -> str:
         i = self.identity
@@ -241,3 +268,4 @@ def _merge(into: Batch, part: Batch) -> None:
     into.events.extend(part.events)
     into.gpu.extend(part.gpu)
     into.requests.extend(part.requests)
+    into.series.extend(part.series)

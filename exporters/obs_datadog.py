@@ -23,19 +23,18 @@ SCOPE = "$model,$replica"
 
 def _otel(signal: str) -> tuple[str, str, str]:
     """(metric, fixed tags, space aggregator) of a registry signal as Datadog receives it."""
-    for table in (otlp.HISTOGRAM_SIGNALS, otlp.GAUGE_SIGNALS, otlp.COUNTER_SIGNALS):
-        if signal in table:
-            meta = table[signal]
-            return meta.name, ",".join(f"{k}:{v}" for k, v in meta.attributes), "avg"
+    meta = otlp.for_signal(signal)
+    if meta is not None:
+        return meta.name, ",".join(f"{k}:{v}" for k, v in meta.attributes), "avg"
     if signal == "gpu_throttled":
         return otlp.GPU_REASON.name, "", "max"
     column, agg = GPU_AGGREGATES[signal]
-    meta = next(m for fields, m in otlp.GPU_FIELDS if column in fields)
+    meta = otlp.gpu_column_meta(column)
     return meta.name, ",".join(f"{k}:{v}" for k, v in meta.attributes), agg
 
 
 def _gpu_column(column: str) -> tuple[str, str]:
-    meta = next(m for fields, m in otlp.GPU_FIELDS if column in fields)
+    meta = otlp.gpu_column_meta(column)
     return meta.name, ",".join(f"{k}:{v}" for k, v in meta.attributes)
 
 

@@ -149,16 +149,16 @@ GPU_AGGREGATES = {
 
 
 def _otlp_series(signal: str) -> Series:
-    for table in (otlp.HISTOGRAM_SIGNALS, otlp.GAUGE_SIGNALS, otlp.COUNTER_SIGNALS):
-        if signal in table:
-            name, fixed = translated(table[signal])
-            return Series(name, fixed, scale=table[signal].scale)
+    meta = otlp.for_signal(signal)
+    if meta is not None:
+        name, fixed = translated(meta)
+        return Series(name, fixed, scale=meta.scale)
     if signal == "gpu_throttled":
         name, _ = translated(otlp.GPU_REASON)
         reasons = "|".join(r.name for r in THROTTLE_REASONS if r.slowdown)
         return Series(name, f'{otlp_label_name(otlp.GPU_REASON_ATTR)}=~"{reasons}"', True, "max")
     column, agg = GPU_AGGREGATES[signal]
-    meta = next(m for fields, m in otlp.GPU_FIELDS if column in fields)
+    meta = otlp.gpu_column_meta(column)
     name, fixed = translated(meta)
     return Series(name, fixed, True, agg, meta.scale)
 
@@ -170,7 +170,7 @@ def gpu_device_series(column: str, dialect: Dialect) -> Series:
         if metric is None:
             raise KeyError(f"GPU column {column!r} is not served per device")
         return Series(metric.name + ("_total" if metric.kind is Kind.COUNTER else ""), scale=metric.scale)
-    meta = next(m for fields, m in otlp.GPU_FIELDS if column in fields)
+    meta = otlp.gpu_column_meta(column)
     name, fixed = translated(meta)
     return Series(name, fixed, scale=meta.scale)
 
@@ -184,7 +184,7 @@ OTLP = Dialect(
     otlp_label_name("enginescope.model"),  # promoted resource attribute
     otlp_label_name(otlp.EVENT_KIND_ATTR),
     translated(otlp.EVENTS)[0],
-    translated(otlp.GAUGE_SIGNALS["engine_up"])[0],
+    translated(otlp.SIGNAL_NAMES["engine_up"])[0],
 )
 DIALECTS = (PROM, OTLP)
 GPU_LABEL = {"prom": "gpu", "otlp": otlp_label_name("hw.id")}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from enginescope.collectors.gpu_fields import IDENTITY_COLUMNS
 from enginescope.collectors.signals import SIGNALS, Kind
 
 PREFIX = "enginescope_"
@@ -47,9 +48,7 @@ GPU_COUNTER_COLUMNS: dict[str, str] = {
     "ecc_dbe_volatile": "ecc_uncorrected_errors",
 }
 # Columns that are identity (labels) or a bit mask already split into throttle_* columns.
-GPU_SKIP_COLUMNS = frozenset(
-    {"gpu_index", "gpu_name", "pci_bus_id", "driver_version", "xid_last", "clock_event_reasons"}
-)
+GPU_SKIP_COLUMNS = frozenset({*IDENTITY_COLUMNS, "clock_event_reasons"})
 GPU_DEVICE_PREFIX = PREFIX + "gpu_device_"
 
 

@@ -176,21 +176,41 @@ class LogNormalTokens:
 
 
 @dataclass(frozen=True)
+class TrafficClass:
+    """One class of traffic (e.g. a task type): its share and, optionally, its own lengths."""
+
+    name: str
+    weight: float = 1.0
+    prompt: LogNormalTokens | None = None  # None: the mix's
+    output: LogNormalTokens | None = None
+
+
+@dataclass(frozen=True)
 class RequestMix:
     prompt: LogNormalTokens
     output: LogNormalTokens
     name: str = "custom"
-    # Traffic classes ``((value, weight), ...)``: each request draws one and sends it as SGLang's
-    # custom-labels header ``x-custom-labels: {"<class_label>": "<value>"}``; () sends no header.
-    classes: tuple[tuple[str, float], ...] = ()
+    # Traffic classes (``TrafficClass`` or ``(name, weight)``): each request draws one and sends it
+    # as SGLang's custom-labels header ``x-custom-labels: {"<class_label>": "<name>"}``; () = none.
+    classes: tuple[TrafficClass | tuple[str, float], ...] = ()
     class_label: str = "task"
 
-    def sample_class(self, rng: random.Random) -> str:
-        """One request's traffic class ("" when the mix has none)."""
+    def __post_init__(self) -> None:
+        classes = tuple(c if isinstance(c, TrafficClass) else TrafficClass(*c) for c in self.classes)
+        object.__setattr__(self, "classes", classes)
+
+    def sample_class(self, rng: random.Random) -> TrafficClass | None:
+        """One request's traffic class (None when the mix has none)."""
         if not self.classes:
-            return ""
-        names, weights = zip(*self.classes, strict=True)
-        return rng.choices(names, weights)[0]
+            return None
+        return rng.choices(self.classes, [c.weight for c in self.classes])[0]  # type: ignore[misc]
+
+    def sample(self, rng: random.Random) -> tuple[str, int, int]:
+        """(class name or "", prompt tokens, max output tokens) of one request."""
+        chosen = self.sample_class(rng)
+        prompt = chosen.prompt if chosen is not None and chosen.prompt is not None else self.prompt
+        output = chosen.output if chosen is not None and chosen.output is not None else self.output
+        return (chosen.name if chosen is not None else ""), prompt.sample(rng), output.sample(rng)
 
 
 # ShareGPT conversations: heavy-tailed, median prompt ~1-2 hundred tokens, similar outputs.
@@ -303,12 +323,11 @@ class LoadGenerator:
 
     async def _one(self, scheduled_s: float) -> None:
         mix = self.mix
-        prompt_tokens = mix.prompt.sample(self._rng)
-        traffic_class = mix.sample_class(self._rng)
+        traffic_class, prompt_tokens, max_tokens = mix.sample(self._rng)
         request = OpenAIRequest(
             model=self.config.model,
             prompt=make_prompt(prompt_tokens, self._rng),
-            max_tokens=mix.output.sample(self._rng),
+            max_tokens=max_tokens,
             api=self.config.api,
             stream=self.config.stream,
             ignore_eos=self.config.ignore_eos,

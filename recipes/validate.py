@@ -30,7 +30,7 @@ from enginescope.recipes.specs import (
 )
 
 SCHEMA_VERSION = 1
-ENGINES = ("sglang",)
+ENGINES = ("sglang", "vllm")  # vllm: simulated and scraped; deploy/ launches SGLang only
 SPEC_METHODS = ("NONE", "EAGLE", "EAGLE3", "DFLASH")
 # Modal's documented GPU types (the client does not validate names; Modal does at deploy time).
 GPU_TYPES = (

@@ -108,8 +108,8 @@ class Autoscaler:
         else:
             wanted, why = current, ""
         desired = clamp(wanted, self.config)
-        if desired != wanted:
-            why = self._bound_reason(desired, wanted)
+        if desired != wanted:  # keep the demand that asked for more, then the bound that capped it
+            why = "; ".join(part for part in (why, self._bound_reason(desired, wanted)) if part)
         return Decision(
             desired=desired, current=current, demand=demand, reason=why if desired != current else ""
         )

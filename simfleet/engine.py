@@ -44,6 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from enginescope.simfleet import vllm_engine
 from enginescope.simfleet.engine_admission import (
     EngineState,
     EngineUnavailable,
@@ -90,7 +91,8 @@ class SimEngine(EngineLoadFigures):
         self.class_accept_lengths: dict[tuple[str, str], float] = {}  # (label, value) -> mean length
         self.prefix_cache_hit_ratio = profile.prefix_cache_hit_ratio
         self.speed_factor = 1.0
-        self.exporter = RequestExporter(export_dir) if export_dir else None
+        # vLLM has no per-request export file; only the SGLang simulation writes one
+        self.exporter = RequestExporter(export_dir) if export_dir and profile.engine == "sglang" else None
         self.groundtruth = groundtruth
         self._listeners: list[Callable[[SimEngine], None]] = []
         self._closed = False
@@ -99,9 +101,17 @@ class SimEngine(EngineLoadFigures):
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def _boot(self, t: float) -> None:
-        self.registry = MetricRegistry()
         self.pid = self._rng.randint(2000, 60000)
-        self.metrics = EngineMetrics(self.profile, self.registry, self.pid)
+        if self.profile.engine == "vllm":
+            self.registry = vllm_engine.new_registry()
+            self.metrics: EngineMetrics | vllm_engine.VllmMetrics = vllm_engine.VllmMetrics(
+                self.profile, self.registry, self.pid
+            )
+        else:
+            self.registry = MetricRegistry()
+            self.metrics = EngineMetrics(self.profile, self.registry, self.pid)
+        # vLLM's front end gets every engine step's output; SGLang batches non-streamed ones
+        self._output_interval = 1 if self.profile.engine == "vllm" else NON_STREAM_OUTPUT_INTERVAL
         self.state = EngineState.STARTING
         self.boot_s = t
         p = self.profile
@@ -237,7 +247,7 @@ class SimEngine(EngineLoadFigures):
             stream=stream,
             endpoint=endpoint,
             created_s=now,
-            tokenize_s=0.0004 + 1.5e-7 * prompt_tokens,
+            tokenize_s=self.profile.request_overhead_s + 1.5e-7 * prompt_tokens,
             sink=sink,
             structured=structured,
             dp_rank=next(self._dp_cycle),
@@ -255,7 +265,9 @@ class SimEngine(EngineLoadFigures):
 
     def sample_accepted_tokens(self, req: SimRequest, room: int) -> int:
         """Tokens one verify step emits for ``req`` (accepted drafts + bonus), mean = accept length."""
-        return sample_accepted_tokens(self._rng, self.profile, self.accept_length_for(req), req, room)
+        tokens = sample_accepted_tokens(self._rng, self.profile, self.accept_length_for(req), req, room)
+        self.metrics.spec_verified(self.profile.spec_drafts, tokens - 1)
+        return tokens
 
     def abort(self, rid: str) -> bool:
         req = self._requests.pop(rid, None)
@@ -274,7 +286,7 @@ class SimEngine(EngineLoadFigures):
         if first:
             req.first_token_s = req.last_output_s = t
             self.metrics.first_token(req, t - req.created_s)
-        elif req.stream or finish or pending >= NON_STREAM_OUTPUT_INTERVAL:
+        elif req.stream or finish or pending >= self._output_interval:
             interval = t - req.last_output_s
             self.metrics.output_chunk(req, interval, pending)
             req.itl_chunks.append((interval, pending))

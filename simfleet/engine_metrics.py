@@ -192,7 +192,12 @@ class EngineMetrics:
                 "sglang:prefill_effective_tokens_total", self.ls(b, mode="device_hit"), prefill_cache
             )
 
-    def forward_pass(self, dp_rank: int, prefill: bool, decode_batch: int) -> None:
+    def spec_verified(self, drafts: int, accepted: int) -> None:
+        """SGLang has no per-position counter; the request export carries the histogram."""
+
+    def forward_pass(
+        self, dp_rank: int, prefill: bool, decode_batch: int, tokens: tuple[int, int, int] = (0, 0, 0)
+    ) -> None:
         for rank in self.groups[dp_rank]:
             if prefill and rank.logs_stats:
                 self.reg.inc("sglang:cuda_graph_passes_total", self.ls(rank.base, mode="prefill_none"))
@@ -302,7 +307,7 @@ class EngineMetrics:
         self.reg.add("sglang:http_requests_active", self.ls(labels), 1.0)
         self.reg.inc("sglang:http_requests_total", self.ls(labels))
 
-    def http_finished(self, endpoint: str, method: str, status: int) -> None:
+    def http_finished(self, endpoint: str, method: str, status: int, duration_s: float = 0.0) -> None:
         labels = LabelSet({"endpoint": endpoint, "method": method})
         self.reg.add("sglang:http_requests_active", self.ls(labels), -1.0)
         self.reg.inc("sglang:http_responses_total", self.ls(labels, status_code=str(status)))

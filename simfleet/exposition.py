@@ -24,6 +24,10 @@ def wants_openmetrics(accept: str | None) -> bool:
 
 def render(registry: MetricRegistry, accept: str | None = None) -> tuple[str, bytes]:
     """(Content-Type, body) for a scrape with the given Accept header."""
+    if registry.style == "vllm":  # vLLM ignores Accept and always serves text
+        from enginescope.simfleet import vllm_engine
+
+        return vllm_engine.CONTENT_TYPE, vllm_engine.render_text(registry).encode()
     if wants_openmetrics(accept):
         return OPENMETRICS_CONTENT_TYPE, render_openmetrics(registry).encode()
     return TEXT_CONTENT_TYPE, render_text(registry).encode()

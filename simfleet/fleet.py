@@ -109,6 +109,9 @@ class FleetConfig:
     request_log: bool = True
     # Keep the non-content request parameters (custom_labels: the traffic class) in requests.params.
     store_request_params: bool = True
+    # Mean spec acceptance by traffic class, {(label, value): tokens per verify step}; a scenario
+    # may change it, and replicas started later get the current table.
+    class_accept_lengths: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 class Fleet:
@@ -182,7 +185,7 @@ class Fleet:
 
         profile = self.config.profile
         identity = Identity(
-            replica=FLEET_REPLICA, engine="sglang", model=profile.model_name, gpu_type=profile.gpu_type
+            replica=FLEET_REPLICA, engine=profile.engine, model=profile.model_name, gpu_type=profile.gpu_type
         )
         return StoreWriter(self.config.store_dir, identity, flush_interval_s=1.0)
 
@@ -304,6 +307,8 @@ class Fleet:
             export_dir=self._request_log_dir(identity.replica),
             groundtruth=groundtruth,
         )
+        for (label, value), accept_length in self.config.class_accept_lengths.items():
+            engine.set_class_accept_length(label, value, accept_length)
         server = await serve(engine, self.config.host, self._next_port())
         replica = Replica(identity.replica, identity, self.config.host, server.port, engine, server)
         replica.groundtruth = groundtruth
@@ -336,7 +341,7 @@ class Fleet:
             engine_url=replica.base_url,
             store_dir=self.config.store_dir,  # type: ignore[arg-type]
             interval_s=self.config.scrape_interval_s,
-            engine="sglang",
+            engine=self.config.profile.engine,
             replica=identity.replica,
             model=identity.model,
             region=identity.region,
@@ -379,7 +384,7 @@ class Fleet:
         gpu = profile.gpu_type if profile.tp_size == 1 else f"{profile.gpu_type}:{profile.tp_size}"
         return Identity(
             replica=new_task_id(time.time(), self._rng),
-            engine="sglang",
+            engine=profile.engine,
             model=profile.model_name,
             region=region,
             gpu_type=gpu,

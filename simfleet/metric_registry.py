@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import time
 
 from enginescope.simfleet.sgl_families import FAMILIES, FamilySpec
 
@@ -58,19 +59,21 @@ class LabelSet:
 
 
 class ScalarChild:
-    __slots__ = ("labels", "value", "braces")
+    __slots__ = ("labels", "value", "braces", "created_s")
 
     def __init__(self, labels: LabelSet) -> None:
         self.labels = labels
         self.value = 0.0
         self.braces = labels.braces()
+        self.created_s = time.time()  # the ``_created`` sample of a single-process exposition
 
 
 class HistogramChild:
-    __slots__ = ("labels", "bounds", "counts", "sum", "braces", "bucket_braces")
+    __slots__ = ("labels", "bounds", "counts", "sum", "braces", "bucket_braces", "created_s")
 
     def __init__(self, labels: LabelSet, bounds: tuple[float, ...]) -> None:
         self.labels = labels
+        self.created_s = time.time()
         self.bounds = bounds
         self.counts = [0.0] * (len(bounds) + 1)  # per bucket, last = +Inf; not cumulative
         self.sum = 0.0
@@ -109,15 +112,21 @@ class Family:
 
 
 class MetricRegistry:
-    def __init__(self) -> None:
+    """Families of one engine's exposition: SGLang's by default, or another table (vLLM's)."""
+
+    def __init__(self, families: tuple[FamilySpec, ...] | None = None, style: str = "sglang") -> None:
         self._families: dict[str, Family] = {}
+        self._specs = (
+            _SPECS if families is None else {spec.name: (i, spec) for i, spec in enumerate(families)}
+        )
+        self.style = style  # how enginescope.simfleet.exposition renders it
 
     def _child(self, name: str, labels: LabelSet) -> ScalarChild | HistogramChild:
         family = self._families.get(name)
         if family is None:
-            if name not in _SPECS:
-                raise KeyError(f"unknown SGLang metric family {name!r}")
-            order, spec = _SPECS[name]
+            if name not in self._specs:
+                raise KeyError(f"unknown {self.style} metric family {name!r}")
+            order, spec = self._specs[name]
             family = self._families[name] = Family(spec, order)
         child = family.children.get(labels.text)
         if child is None:

@@ -37,6 +37,8 @@ from typing import Any
 
 from enginescope.simfleet.spec_decode import SPEC_METHODS, drafts_per_step
 
+ENGINES = ("sglang", "vllm")
+
 
 class ProfileError(ValueError):
     """A profile name, key or value that the simulator cannot use."""
@@ -45,6 +47,7 @@ class ProfileError(ValueError):
 @dataclass(frozen=True)
 class EngineProfile:
     # identity / topology
+    engine: str = "sglang"  # sglang | vllm: whose metrics and HTTP quirks (enginescope.simfleet.vllm_engine)
     model_name: str = "meta-llama/Llama-3.1-8B-Instruct"
     gpu_type: str = "H100"
     gpu_memory_gb: float = 80.0
@@ -64,6 +67,10 @@ class EngineProfile:
     decode_step_per_seq_s: float = 0.00006
     decode_step_per_kv_token_s: float = 4.0e-8
     scheduler_overhead_s: float = 0.0003
+    # fixed costs a lone request pays: tokenizer + IPC + detokenizer per request, and one eager
+    # (no CUDA graph) prefill forward, x gpus.tp_prefill_factor(tp_size) for its all-reduces
+    request_overhead_s: float = 0.003
+    prefill_fixed_s: float = 0.004
     # KV cache
     kv_capacity_tokens: int = 437312
     kv_bytes_per_token: int = 131072
@@ -133,16 +140,20 @@ class EngineProfile:
         )
 
     @classmethod
-    def from_mapping(cls, mapping: dict[str, Any], source: str = "[simulation]") -> EngineProfile:
+    def from_mapping(
+        cls, mapping: dict[str, Any], source: str = "[simulation]", base: EngineProfile | None = None
+    ) -> EngineProfile:
         """Build a profile from ``{"profile": name, <field>: value, ...}``.
 
-        ``source`` names the input (e.g. a recipe path) in error messages.
+        ``source`` names the input (e.g. a recipe path) in error messages; ``base`` replaces the
+        named profile (or DEFAULT) as the starting point.
         """
         if not isinstance(mapping, dict):
             raise ProfileError(f"{source}: expected a table, got {type(mapping).__name__}")
         overrides = dict(mapping)
         base_name = overrides.pop("profile", None)
-        base = DEFAULT if base_name is None else get_profile(base_name, source)
+        if base is None:
+            base = DEFAULT if base_name is None else get_profile(base_name, source)
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(overrides) - set(known))
         if unknown:
@@ -207,6 +218,8 @@ _NON_NEGATIVE = (
     "decode_step_per_seq_s",
     "decode_step_per_kv_token_s",
     "scheduler_overhead_s",
+    "request_overhead_s",
+    "prefill_fixed_s",
     "weight_memory_gb",
     "graph_memory_gb",
     "spec_verify_overhead",
@@ -238,6 +251,8 @@ def _validate(p: EngineProfile) -> None:
     for name in _RATIOS:
         if not 0.0 <= getattr(p, name) <= 1.0:
             raise ProfileError(f"{name} must be within 0..1, got {getattr(p, name)!r}")
+    if p.engine not in ENGINES:
+        raise ProfileError(f"engine must be one of {', '.join(ENGINES)}, got {p.engine!r}")
     if p.spec_method not in SPEC_METHODS:
         raise ProfileError(f"spec_method must be one of {', '.join(SPEC_METHODS)}, got {p.spec_method!r}")
     max_accept = float(p.spec_max_accept_tokens)
@@ -269,7 +284,10 @@ PROFILES: dict[str, EngineProfile] = {
         decode_step_base_s=0.0175,
         decode_step_per_seq_s=0.00008,
         decode_step_per_kv_token_s=5.0e-8,
-        kv_capacity_tokens=690000,
+        prefill_fixed_s=0.012,
+        request_overhead_s=0.004,
+        # 80 GB x 0.88 - 32.9 GB of weights per rank = 37.5 GiB of KV at 80 KiB per token per rank
+        kv_capacity_tokens=490000,
         kv_bytes_per_token=81920,  # 320 KiB per token across 4 ranks
         weight_memory_gb=32.9,
         graph_memory_gb=1.1,
@@ -289,6 +307,8 @@ PROFILES: dict[str, EngineProfile] = {
         decode_step_base_s=0.0150,
         decode_step_per_seq_s=0.00009,
         decode_step_per_kv_token_s=3.0e-8,
+        prefill_fixed_s=0.03,  # eager prefill of ~94 MoE layers with expert all-to-all
+        request_overhead_s=0.005,
         kv_capacity_tokens=1200000,
         kv_bytes_per_token=24576,
         weight_memory_gb=29.8,
@@ -366,14 +386,7 @@ PROFILES: dict[str, EngineProfile] = {
 
 
 def profile_for_recipe(recipe: Any) -> EngineProfile:
-    """The profile that stands in for ``recipe`` (an ``enginescope.recipes.schema.Recipe``) offline.
+    """The profile that stands in for ``recipe`` offline (``enginescope.simfleet.recipe_profile``)."""
+    from enginescope.simfleet.recipe_profile import profile_for_recipe as build
 
-    The recipe's model, GPU and parallelism set the profile's identity; its ``[simulation]`` table
-    overrides any field. Errors name the recipe file.
-    """
-    from enginescope.recipes.schema import RecipeError
-
-    try:
-        return EngineProfile.from_mapping(recipe.simulation_mapping(), source=f"{recipe.path}: simulation")
-    except ProfileError as exc:
-        raise RecipeError(str(exc)) from None
+    return build(recipe)

@@ -29,9 +29,11 @@ from enginescope.loadgen.generator import (
     Poisson,
     RequestMix,
     Schedule,
+    TrafficClass,
 )
 from enginescope.simfleet.autoscaler import AutoscalerConfig
 from enginescope.simfleet.engine import SimEngine
+from enginescope.simfleet.gpus import kv_capacity_tokens
 from enginescope.simfleet.profile import PROFILES, EngineProfile
 from enginescope.simfleet.sim_request import OutputEvent
 
@@ -39,9 +41,16 @@ if TYPE_CHECKING:
     from enginescope.loadgen.generator import LoadGenerator
     from enginescope.simfleet.fleet import Fleet
 
+_BASE_70B = PROFILES["llama-70b-4xh100"]
 DEMO_PROFILE = dataclasses.replace(
-    PROFILES["llama-70b-4xh100"],
+    _BASE_70B,
     max_running_requests=48,
+    # --mem-fraction-static 0.48 (a smaller pool than the 0.88 default): a burst of long prompts
+    # fills it within seconds and retracts, as a loaded engine's does, at rates this machine runs.
+    kv_capacity_tokens=kv_capacity_tokens(
+        80.0, 0.48, _BASE_70B.weight_memory_gb, _BASE_70B.graph_memory_gb, _BASE_70B.kv_bytes_per_token
+    ),
+    request_waiting_timeout_s=20.0,  # SGLANG_REQ_WAITING_TIMEOUT: 503 + an abort record after 20 s
     decode_step_per_seq_s=0.0004,  # batch growth visibly stretches ITL ("decode queueing")
     scheduler_init_other_s=2.0,
     weight_load_s=2.5,
@@ -53,9 +62,22 @@ SPEC_PROFILE = dataclasses.replace(
     DEMO_PROFILE, spec_accept_length=3.0, spec_num_steps=3, spec_num_draft_tokens=4
 )
 
+# Traffic classes by task (x-custom-labels {"task": ...}); each has its own draft acceptance.
+DEMO_CLASSES = (TrafficClass("chat", 0.55), TrafficClass("code", 0.25), TrafficClass("summarize", 0.20))
 DEMO_MIX = RequestMix(
-    LogNormalTokens(180, 1.0, 8, 3000), LogNormalTokens(120, 0.7, 8, 320), name="sharegpt-demo"
+    LogNormalTokens(180, 1.0, 8, 3000), LogNormalTokens(120, 0.7, 8, 320), name="sharegpt-demo",
+    classes=DEMO_CLASSES,
+)  # fmt: skip
+# The spike is partly a batch of long-document (RAG) requests: long prompts fill the KV cache.
+RAG_CLASS = TrafficClass(
+    "rag", 0.25, LogNormalTokens(3000, 0.5, 600, 12000), LogNormalTokens(150, 0.6, 16, 600)
 )
+SPIKE_MIX = dataclasses.replace(DEMO_MIX, name="spike-with-rag", classes=(*DEMO_CLASSES, RAG_CLASS))
+# Mean accepted tokens per verify step by class, relative to the engine's (accept_length - 1):
+# drafts match code and templated text better than open chat, summaries worse (the per-task
+# spread EAGLE-3's paper reports across MT-Bench/HumanEval/GSM8K/CNN-DM, arXiv 2503.01840).
+CLASS_ACCEPT_FACTORS = {"chat": 1.0, "code": 1.15, "summarize": 0.8, "rag": 0.85}
+SPEC_DRIFT_FACTOR = 0.6  # the code class after a new prompt template: 3.3 -> 2.4 tokens/step
 # Long generated code/JSON after the traffic-mix change: drafts stop matching the target model.
 CODEGEN_MIX = RequestMix(
     LogNormalTokens(400, 0.8, 16, 3000), LogNormalTokens(150, 0.6, 8, 320), name="codegen"
@@ -90,6 +112,7 @@ class Scenario:
     actions: tuple[Action, ...]
     mix: RequestMix = DEMO_MIX
     fast_thermals: bool = False
+    class_accept_factors: dict[str, float] = field(default_factory=lambda: dict(CLASS_ACCEPT_FACTORS))
 
 
 def _first_ready(ctx: ScenarioContext) -> object:
@@ -108,8 +131,38 @@ def _cooling_failure(failed: bool) -> Callable[[ScenarioContext], None]:
 
 def _spec_collapse(ctx: ScenarioContext) -> None:
     ctx.load.mix = CODEGEN_MIX
+    ctx.fleet.config.class_accept_lengths = {}
     for replica in ctx.fleet.replicas.values():
+        replica.engine.class_accept_lengths.clear()
         replica.engine.set_spec_accept_length(1.3)
+
+
+def class_accept_lengths(profile: EngineProfile, factors: dict[str, float]) -> dict[tuple[str, str], float]:
+    """Per-class mean acceptance for a spec profile ({} without speculation)."""
+    if not profile.spec_enabled:
+        return {}
+    top = float(profile.spec_max_accept_tokens)
+    extra = profile.spec_accept_length - 1.0
+    return {("task", name): min(top, 1.0 + extra * factor) for name, factor in factors.items()}
+
+
+def _spec_drift(ctx: ScenarioContext) -> None:
+    """One class's acceptance falls (a client ships a new prompt template); the rest stay."""
+    lengths = dict(ctx.fleet.config.class_accept_lengths)
+    key = ("task", "code")
+    before = lengths[key]
+    lengths[key] = 1.0 + (before - 1.0) * SPEC_DRIFT_FACTOR
+    ctx.fleet.config.class_accept_lengths = lengths
+    ctx.state["spec_drift"] = (key, before, lengths[key])
+    for replica in ctx.fleet.replicas.values():
+        replica.engine.set_class_accept_length(*key, lengths[key])
+
+
+def _mix(mix: RequestMix) -> Callable[[ScenarioContext], None]:
+    def apply(ctx: ScenarioContext) -> None:
+        ctx.load.mix = mix
+
+    return apply
 
 
 def _crash(ctx: ScenarioContext) -> None:
@@ -140,8 +193,10 @@ def spike_scenario(
     spike_s: float = _SPIKE_S,
     initial_replicas: int = 1,
     mix: RequestMix = DEMO_MIX,
+    spike_mix: RequestMix | None = None,
 ) -> Scenario:
-    """Steady load, a spike of ``spike_s`` seconds from story time 12 s, recovery, live traffic."""
+    """Steady load, a spike of ``spike_s`` seconds from story time 12 s, recovery, live traffic.
+    ``spike_mix`` (e.g. with long RAG prompts) replaces ``mix`` while the spike lasts."""
     end_s = _SPIKE_AT_S + spike_s
     story_s = end_s + _RECOVERY_S
     return Scenario(
@@ -166,8 +221,8 @@ def spike_scenario(
                 if initial_replicas == 1
                 else f"baseline: steady load on {initial_replicas} replicas",
             ),
-            Action(_SPIKE_AT_S, "spike starts"),
-            Action(end_s, "spike ends"),
+            Action(_SPIKE_AT_S, "spike starts", _mix(spike_mix) if spike_mix else None),
+            Action(end_s, "spike ends", _mix(mix) if spike_mix else None),
             Action(story_s, "story complete: live diurnal traffic"),
         ),
         mix=mix,
@@ -183,7 +238,9 @@ SCENARIOS: dict[str, Scenario] = {
         base_rps=1.5,
         spike_rps=12.0,
         live=LIVE,
-        summary="steady load on one replica, an 8x spike, queueing, scale-up to 3, recovery",
+        summary="steady load on one replica, an 8x spike with long RAG prompts (KV fills), queueing, "
+        "scale-up to 3, recovery",
+        spike_mix=SPIKE_MIX,
     ),
     "thermal-throttle": Scenario(
         name="thermal-throttle",
@@ -213,6 +270,24 @@ SCENARIOS: dict[str, Scenario] = {
             Action(0.0, "baseline: chat traffic, EAGLE drafts accepted ~3 tokens/step"),
             Action(12.0, "traffic mix changes to code generation: spec acceptance collapses", _spec_collapse),
             Action(40.0, "story complete: live diurnal traffic"),
+        ),
+    ),
+    "spec-drift": Scenario(
+        name="spec-drift",
+        summary="a new prompt template for code requests: that class's draft acceptance falls ~25 %",
+        profile=SPEC_PROFILE,
+        autoscaler=AutoscalerConfig(min_containers=2, max_containers=2, target_inputs=32, max_inputs=200),
+        initial_replicas=2,
+        pattern=_steady(4.0, 60.0),
+        story_s=60.0,
+        actions=(
+            Action(0.0, "baseline: chat, code and summarize traffic, EAGLE acceptance by class"),
+            Action(
+                20.0,
+                "code requests switch to a new prompt template: their draft acceptance falls",
+                _spec_drift,
+            ),
+            Action(60.0, "story complete: live diurnal traffic"),
         ),
     ),
     "engine-crash": Scenario(
@@ -282,7 +357,7 @@ def profile_mix(profile: EngineProfile) -> RequestMix:
     """The demo's prompts with the profile's output length, capped at the demo mix's (light streaming)."""
     median = min(profile.output_tokens_mean, DEMO_MIX.output.median_tokens)
     output = LogNormalTokens(median, 0.7, 1, max(int(4 * median), 8))
-    return RequestMix(DEMO_MIX.prompt, output, name=f"demo-{median:g}-tokens")
+    return RequestMix(DEMO_MIX.prompt, output, name=f"demo-{median:g}-tokens", classes=DEMO_CLASSES)
 
 
 def replica_capacity_rps(

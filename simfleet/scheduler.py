@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from enginescope.simfleet.gpus import tp_prefill_factor
 from enginescope.simfleet.sim_request import SimRequest
 
 if TYPE_CHECKING:
@@ -161,6 +162,8 @@ class SchedulerRank:
             seconds += base + per_seq * batch + p.decode_step_per_kv_token_s * context
         elif prefill_tokens:
             seconds += p.decode_step_base_s  # fixed cost of a forward pass
+        if prefill_tokens:
+            seconds += p.prefill_fixed_s * tp_prefill_factor(p.tp_size)
         return seconds / engine.speed_factor
 
     def _abort_unservable_head(self) -> None:
@@ -274,7 +277,12 @@ class SchedulerRank:
         self.load_log.append((t_end, plan.compute_s, prefill_new, decode_tokens))
         while self.load_log and self.load_log[0][0] < t_end - LOAD_WINDOW_S:
             self.load_log.popleft()
-        self.engine.metrics.forward_pass(self.dp_rank, bool(plan.chunks), len(decode_batch))
+        self.engine.metrics.forward_pass(
+            self.dp_rank,
+            bool(plan.chunks),
+            len(decode_batch),
+            tokens=(prefill_new, prefill_cached, decode_tokens),
+        )
         self._after_iteration(plan, prefill_new, prefill_cached, decode_batch, decode_tokens)
 
     def _admit(self, req: SimRequest, t: float) -> None:
@@ -342,7 +350,9 @@ class SchedulerRank:
         self._pending["prefill_cache"] += prefill_cached
         self._pending["decode"] += decode_tokens
         self._window_decode_tokens += decode_tokens
-        if plan.chunks:  # every prefill batch reports, a chunk continuation included
+        if self.p.engine == "vllm":  # vLLM's engine core reports its scheduler stats every step
+            self.publish(cache_hit_rate=prefill_cached / max(1, prefill_cached + prefill_new))
+        elif plan.chunks:  # every prefill batch reports, a chunk continuation included
             self.publish(cache_hit_rate=prefill_cached / max(1, prefill_cached + prefill_new))
         if batch:
             self._decode_iters += 1

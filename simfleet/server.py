@@ -26,9 +26,12 @@ from enginescope.simfleet.engine import EngineState, EngineUnavailable, SimEngin
 from enginescope.simfleet.exposition import render
 from enginescope.simfleet.sgl_families import HTTP_ENDPOINTS
 from enginescope.simfleet.sim_request import OutputEvent
+from enginescope.simfleet.vllm_engine import VLLM_VERSION
 
 _MAX_HEADER_BYTES = 65536
 CUSTOM_LABELS_HEADER = "x-custom-labels"  # --tokenizer-metrics-custom-labels-header default
+CLIENT_CLOSED = 499  # internal marker: the client closed the connection (nginx's code)
+_DISCONNECT_POLL_S = 0.25
 _MAX_BODY_BYTES = 32 << 20
 _WORDS = ("the", " engine", " serves", " tokens", " quickly", ",", " and", " then", " it", " stops", ".")
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
@@ -113,18 +116,19 @@ class EngineServer:
         keep_alive = headers.get("connection", "").lower() != "close" and version == "HTTP/1.1"
         path = target.split("?", 1)[0]
         endpoint = path if path in HTTP_ENDPOINTS else None
+        started_s = time.monotonic()
         metrics = self.engine.metrics
         if endpoint:
             metrics.http_started(endpoint, method)
         status = 500
         try:
-            status = await self._route(method, path, headers, body, writer, keep_alive)
+            status = await self._route(method, path, headers, body, (reader, writer), keep_alive)
         except HttpError as exc:
             status = exc.status
             await self._send(writer, status, _error_body(exc.status, str(exc)), keep_alive)
         finally:
             if endpoint and metrics is self.engine.metrics:  # a restart replaced the registry
-                metrics.http_finished(endpoint, method, status)
+                metrics.http_finished(endpoint, method, status, time.monotonic() - started_s)
         return keep_alive
 
     async def _route(
@@ -133,10 +137,11 @@ class EngineServer:
         path: str,
         headers: dict[str, str],
         body: bytes,
-        writer: asyncio.StreamWriter,
+        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],
         keep_alive: bool,
     ) -> int:
         engine = self.engine
+        writer = conn[1]
         if path == "/metrics":
             content_type, payload = render(engine.registry, headers.get("accept"))
             await self._send_raw(writer, 200, content_type, payload, keep_alive)
@@ -147,18 +152,21 @@ class EngineServer:
             return status
         if path == "/v1/models":
             card = {"id": engine.profile.model_name, "object": "model", "created": int(time.time()),
-                    "owned_by": "sglang", "root": engine.profile.model_name,
+                    "owned_by": engine.profile.engine, "root": engine.profile.model_name,
                     "max_model_len": engine.profile.context_len_tokens}  # fmt: skip
             await self._send(writer, 200, {"object": "list", "data": [card]}, keep_alive)
             return 200
-        if path == "/get_server_info":
+        if path == "/version" and engine.profile.engine == "vllm":
+            await self._send(writer, 200, {"version": VLLM_VERSION}, keep_alive)
+            return 200
+        if path == "/get_server_info" and engine.profile.engine == "sglang":
             info = {"model_path": engine.profile.model_name, "version": "0.5.23", "state": engine.state.value,
                     **{k: v for k, v in engine.profile.to_mapping().items() if k.endswith(("_size", "_tokens"))}}  # fmt: skip
             await self._send(writer, 200, info, keep_alive)
             return 200
         if path == "/health_generate":
             request = {"sim_prompt_tokens": 8, "sim_output_tokens": 1, "max_tokens": 1}
-            await self._completion(request, "/health_generate", writer, keep_alive, {}, health=True)
+            await self._completion(request, "/health_generate", conn, keep_alive, {}, health=True)
             return 200
         if path in ("/v1/completions", "/v1/chat/completions"):
             if method != "POST":
@@ -169,7 +177,7 @@ class EngineServer:
                 raise HttpError(400, f"invalid JSON body: {exc}") from None
             if not isinstance(request, dict):
                 raise HttpError(400, "request body must be a JSON object")
-            return await self._completion(request, path, writer, keep_alive, _custom_labels(headers))
+            return await self._completion(request, path, conn, keep_alive, _custom_labels(headers))
         raise HttpError(404, "Not Found")
 
     # ---- completions ---------------------------------------------------------------------------
@@ -197,11 +205,12 @@ class EngineServer:
         self,
         request: dict[str, Any],
         path: str,
-        writer: asyncio.StreamWriter,
+        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],
         keep_alive: bool,
         custom_labels: dict[str, str],
         health: bool = False,
     ) -> int:
+        reader, writer = conn
         chat = path == "/v1/chat/completions"
         prompt_tokens = self._prompt_tokens(request, chat)
         max_tokens = request.get("max_completion_tokens") or request.get("max_tokens")
@@ -237,12 +246,18 @@ class EngineServer:
             raise HttpError(400, str(exc)) from None
         model = request.get("model") or self.engine.profile.model_name
         frame = _Frame(req.rid, model, chat, prompt_tokens=req.prompt_tokens)
-        if stream:
-            return await self._stream(queue, frame, request, writer, keep_alive)
-        while True:
-            event = await queue.get()
-            if event.finished:
-                break
+        watch = asyncio.get_running_loop().create_task(self._watch_disconnect(reader, req.rid, queue))
+        try:
+            if stream:
+                return await self._stream(queue, frame, request, writer, keep_alive)
+            while True:
+                event = await queue.get()
+                if event.finished:
+                    break
+        finally:
+            watch.cancel()
+        if event.error_status == CLIENT_CLOSED:
+            raise ConnectionError("client went away")
         if event.error_status is not None or event.finish_reason is None:
             return await self._failed(event, writer, keep_alive)
         await self._send(writer, 200, frame.full_response(event), keep_alive)
@@ -269,6 +284,8 @@ class EngineServer:
                 await _write_chunk(writer, frame.sse(frame.chunk({"role": "assistant", "content": ""}, None)))
             while True:
                 event = await queue.get()
+                if event.error_status == CLIENT_CLOSED:
+                    raise ConnectionError("client went away")
                 if event.error_status is not None or (event.finished and event.finish_reason is None):
                     if event.error_status is None:
                         writer.transport.abort()
@@ -292,6 +309,19 @@ class EngineServer:
             self.engine.abort(frame.rid)
             raise
         return 200
+
+    async def _watch_disconnect(
+        self, reader: asyncio.StreamReader, rid: str, queue: asyncio.Queue[OutputEvent]
+    ) -> None:
+        """A client that gives up (timeout, Ctrl-C) closes its socket; like SGLang's handler, abort
+        the request then, even while it waits in the queue (num_aborted_requests_total; SGLang
+        writes no per-request record for a disconnect)."""
+        while not reader.at_eof():
+            await asyncio.sleep(_DISCONNECT_POLL_S)
+        if self.engine.abort(rid):
+            queue.put_nowait(
+                OutputEvent(rid, 0, 0, self.engine.now_s(), True, None, error_status=CLIENT_CLOSED)
+            )
 
     async def _send(self, writer: asyncio.StreamWriter, status: int, payload: Any, keep_alive: bool) -> None:
         await self._send_raw(writer, status, "application/json", json.dumps(payload).encode(), keep_alive)

@@ -1,7 +1,17 @@
-"""Parquet store: one writer per replica, DuckDB views for readers (see docs/CONTRACTS.md)."""
+"""The store: Delta Lake tables (one folder or object-store prefix), DuckDB views for readers."""
 
 from enginescope.store.compaction import CompactionPolicy
+from enginescope.store.legacy import LegacyStoreError
+from enginescope.store.location import StoreLocationError, store_location
 from enginescope.store.reader import open_store, query
 from enginescope.store.writer import StoreWriter
 
-__all__ = ["CompactionPolicy", "StoreWriter", "open_store", "query"]
+__all__ = [
+    "CompactionPolicy",
+    "LegacyStoreError",
+    "StoreLocationError",
+    "StoreWriter",
+    "open_store",
+    "query",
+    "store_location",
+]

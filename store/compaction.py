@@ -1,45 +1,47 @@
-"""Background compaction, deletion of replaced segments, temp-file cleanup and retention.
+"""Compaction, retention and vacuum of the store's Delta tables, each a Delta transaction.
 
-Runs in the writer's thread, only on that writer's own partition folders (one writer per
-replica), except retention, which removes whole old ``date=`` partitions of every replica.
-See ``segments`` for the naming rule that keeps concurrent readers exact.
+A writer compacts only the files that hold nothing but its own replica's rows (their
+``replica`` stats say so), so writers of different replicas never rewrite the same file and
+never conflict; appends of other writers into the same ``date`` partition do not conflict with
+a rewrite either (it reads no predicate, it only removes the files it names). Per replica:
+
+- an hour's flush files are merged into chunks of ``chunk_segments`` while the hour is open and
+  into one file (sorted by ``ts``) once it closed (``close_grace_s`` after its end);
+- the minute rollups re-sum their per-flush partials when they are merged, so a closed hour
+  holds one row per (minute, replica, series), and a closed day becomes one file.
+
+Replaced files stay on disk for readers that listed them until ``vacuum`` removes them, at the
+earliest ``delete_grace_s`` after the commit that removed them (delta-rs counts whole hours).
+Vacuum also deletes data files no commit ever added (debris of a killed writer) older than that.
+Retention is a metadata-only ``DELETE`` of whole old ``date`` partitions, then vacuum.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import time
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from enginescope.store.delta import ConflictError, DataFile, StoreTable
 from enginescope.store.rollups import SOURCE_OF, resum
-from enginescope.store.segments import (
-    TMP_PREFIX,
-    Segment,
-    list_segments,
-    segment_name,
-    split_visible,
-)
 
 log = logging.getLogger(__name__)
 
 HOUR_S = 3600
 DAY_S = 86400
+_US = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
 class CompactionPolicy:
-    chunk_segments: int = 60  # merge this many fresh segments of an open hour into one file
+    chunk_segments: int = 60  # merge this many flush files of an open hour into one file
     close_grace_s: float = 120.0  # an hour is closed (merged into one file) this long after it ends
-    delete_grace_s: float = 60.0  # keep replaced files this long for queries that listed them
-    tmp_max_age_s: float = 600.0  # a temp file older than this is debris of a killed writer
+    delete_grace_s: float = 3600.0  # vacuum keeps replaced (and never-committed) files this long
+    vacuum_interval_s: float = 3600.0  # how often a writer vacuums (lists the whole table)
 
 
 @dataclass(slots=True)
@@ -47,133 +49,94 @@ class CompactionStats:
     files_merged: int = 0
     files_written: int = 0
     files_deleted: int = 0
+    conflicts: int = 0
 
 
-def write_atomic(table: pa.Table, folder: Path, name: str) -> Path:
-    """Write ``table`` as ``folder/name`` via a temp name + rename, so readers never see half a file."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"{TMP_PREFIX}{name}.{os.getpid()}.tmp"
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, folder / name)
-    return folder / name
-
-
-def _merge(folder: Path, sources: list[Segment]) -> pa.Table:
-    tables = [pq.read_table(folder / seg.name) for seg in sources]
-    merged = pa.concat_tables(tables, promote_options="permissive")
-    table = folder.parent.parent.name
-    if table in SOURCE_OF:
-        return resum(table, merged)
-    if merged.num_rows and "ts" in merged.column_names:
-        merged = merged.take(pc.sort_indices(merged, [("ts", "ascending")]))
-    return merged
-
-
-def compact_partition(
-    folder: Path, now_s: float, policy: CompactionPolicy, stats: CompactionStats | None = None
+def compact_replica(
+    table: StoreTable, replica: str, now_s: float, policy: CompactionPolicy, stats: CompactionStats
 ) -> CompactionStats:
-    """Merge closed hours into one file and open hours' fresh segments into chunks; then delete
-    files that were already hidden when the pass started, once their replacement is older than
-    the grace period (so a file is removed one pass after it was replaced, at the earliest)."""
-    stats = stats or CompactionStats()
-    date_start_s = _folder_date_start_s(folder)
-    visible, hidden = split_visible(list_segments(folder))
-    day_closed = now_s >= date_start_s + DAY_S + policy.close_grace_s
-    if day_closed and folder.parent.parent.name in SOURCE_OF:
-        # A closed day's minute rollup (small) becomes one file: a day's query opens one file
-        # per replica instead of 24.
-        if len(visible) > 1:
-            _publish_merge(folder, visible, stats)
-        _delete_replaced(folder, hidden, policy, stats)
-        return stats
-    by_hour: dict[tuple[int, int], list[Segment]] = {}
-    for seg in visible:
-        by_hour.setdefault((seg.hour, seg.last_hour), []).append(seg)
-    for (_, last_hour), segs in by_hour.items():
-        hour_end_s = date_start_s + (last_hour + 1) * HOUR_S
-        closed = now_s >= hour_end_s + policy.close_grace_s
-        fresh = [s for s in segs if s.lo == s.hi]
-        if closed and len(segs) > 1:
-            _publish_merge(folder, segs, stats)
-        elif not closed and len(fresh) >= policy.chunk_segments:
-            _publish_merge(folder, fresh, stats)
-    _delete_replaced(folder, hidden, policy, stats)
+    """One compaction pass over ``replica``'s own files of ``table``."""
+    own = [f for f in table.files() if f.replica == replica and f.min_ts_us is not None]
+    by_date: dict[str, list[DataFile]] = {}
+    for f in own:
+        by_date.setdefault(f.date, []).append(f)
+    rollup = table.name in SOURCE_OF
+    for date, files in sorted(by_date.items()):
+        day_start_s = _date_start_s(date)
+        if rollup and now_s >= day_start_s + DAY_S + policy.close_grace_s:
+            if len(files) > 1:  # a closed day's rollup: one file per replica per day
+                _merge(table, files, stats)
+            continue
+        for hour_start_s, hour_files in sorted(_by_hour(files).items()):
+            closed = now_s >= hour_start_s + HOUR_S + policy.close_grace_s
+            fresh = [f for f in hour_files if f.fresh]
+            if closed and len(hour_files) > 1:
+                _merge(table, hour_files, stats)
+            elif not closed and len(fresh) >= policy.chunk_segments:
+                _merge(table, fresh, stats)
     return stats
 
 
-def _publish_merge(folder: Path, sources: list[Segment], stats: CompactionStats) -> None:
-    lo, hi = min(s.lo for s in sources), max(s.hi for s in sources)
-    first, last = min(s.hour for s in sources), max(s.last_hour for s in sources)
-    write_atomic(_merge(folder, sources), folder, segment_name(first, lo, hi, last))
-    stats.files_merged += len(sources)
+def _by_hour(files: list[DataFile]) -> dict[int, list[DataFile]]:
+    """Files whose rows lie in one UTC hour, by that hour's start (epoch s); others are left out."""
+    groups: dict[int, list[DataFile]] = {}
+    for f in files:
+        assert f.min_ts_us is not None and f.max_ts_us is not None
+        first, last = f.min_ts_us // (_US * HOUR_S), (f.max_ts_us - 1) // (_US * HOUR_S)
+        if last <= first:  # max is rounded up to the millisecond: an exact hour end is still inside
+            groups.setdefault(first * HOUR_S, []).append(f)
+    return groups
+
+
+def _merge(table: StoreTable, files: list[DataFile], stats: CompactionStats) -> None:
+    merged = table.read_files(files)
+    if table.name in SOURCE_OF:
+        merged = resum(table.name, merged)
+    elif merged.num_rows and "ts" in merged.column_names:
+        merged = merged.take(pc.sort_indices(merged, [("ts", "ascending")]))
+    add = table.write_file(merged, files[0].date, kind="c")
+    try:
+        # Re-summed partials are different rows (same totals): a data change for Delta readers.
+        table.rewrite(files, [add], data_change=table.name in SOURCE_OF)
+    except ConflictError as exc:  # the uploaded file stays uncommitted; vacuum removes it
+        stats.conflicts += 1
+        log.info("store compaction skipped: %s", exc)
+        return
+    stats.files_merged += len(files)
     stats.files_written += 1
 
 
-def _delete_replaced(
-    folder: Path,
-    hidden: list[tuple[Segment, Segment]],
-    policy: CompactionPolicy,
-    stats: CompactionStats,
-) -> None:
-    # Wall clock against file mtimes (not the caller's now_s): the grace protects real readers.
-    now_s = time.time()
-    for seg, cover in hidden:
-        try:
-            published_s = (folder / cover.name).stat().st_mtime
-        except FileNotFoundError:
-            continue
-        if now_s - published_s >= policy.delete_grace_s:
-            _unlink(folder / seg.name, stats)
-
-
-def clean_temp_files(folder: Path, max_age_s: float, now_s: float | None = None) -> int:
-    """Remove ``.tmp-*`` debris older than ``max_age_s`` (0: all of them, e.g. at writer start)."""
-    now_s = time.time() if now_s is None else now_s
-    removed = 0
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
+def apply_retention(table: StoreTable, retention_days: float, now_s: float) -> int:
+    """Remove every ``date`` partition older than ``retention_days`` (one commit); files removed."""
+    if not table.exists() or not table.files():
         return 0
-    for entry in entries:
-        if entry.name.startswith(TMP_PREFIX):
-            try:
-                if now_s - entry.stat().st_mtime >= max_age_s:
-                    os.unlink(entry.path)
-                    removed += 1
-            except FileNotFoundError:
-                pass
-    return removed
-
-
-def apply_retention(store_dir: Path, tables: tuple[str, ...], retention_days: float, now_s: float) -> int:
-    """Delete whole ``date=`` partitions (all replicas) older than ``retention_days``."""
     cutoff = (datetime.fromtimestamp(now_s, UTC) - timedelta(days=retention_days)).date()
-    removed = 0
-    for table in tables:
-        try:
-            dates = [e for e in os.scandir(store_dir / table) if e.is_dir() and e.name.startswith("date=")]
-        except FileNotFoundError:
-            continue
-        for entry in dates:
-            try:
-                day = datetime.strptime(entry.name[5:], "%Y-%m-%d").date()
-            except ValueError:
-                log.warning("store: ignoring unexpected partition folder %s", entry.path)
-                continue
-            if day < cutoff:
-                shutil.rmtree(entry.path, ignore_errors=True)  # another writer may remove it too
-                removed += 1
-    return removed
+    if not any(f.date < cutoff.isoformat() for f in table.files()):
+        return 0
+    dt = table.open()
+    assert dt is not None
+    metrics = dt.delete(f"date < '{cutoff.isoformat()}'")
+    return int(metrics.get("num_removed_files", 0))
 
 
-def _folder_date_start_s(folder: Path) -> float:
-    day = datetime.strptime(folder.parent.name.removeprefix("date="), "%Y-%m-%d").replace(tzinfo=UTC)
-    return day.timestamp()
+def vacuum(table: StoreTable, grace_s: float) -> int:
+    """Delete replaced and never-committed data files older than ``grace_s``; files deleted."""
+    dt = table.open()
+    if dt is None:
+        return 0
+    deleted = dt.vacuum(
+        retention_hours=math.ceil(grace_s / HOUR_S),
+        dry_run=False,
+        enforce_retention_duration=False,
+        full=True,  # full: also the files no commit added (a killed writer's uploads)
+    )
+    return len(deleted)
 
 
-def _unlink(path: Path, stats: CompactionStats) -> None:
-    try:
-        path.unlink()
-        stats.files_deleted += 1
-    except FileNotFoundError:
-        pass
+def _date_start_s(date: str) -> float:
+    return datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+
+
+def partition_date(ts_us: pa.Array) -> pa.Array:
+    """UTC date of each ``ts`` as ``YYYY-MM-DD``."""
+    return pc.strftime(ts_us, format="%Y-%m-%d")

@@ -1,20 +1,20 @@
-"""Read side: an in-memory DuckDB connection with views over the store's Parquet files.
+"""Read side: an in-memory DuckDB connection with views over the store's Delta tables.
 
 Each view reads ``read_parquet(enginescope_files('<table>', NULL, NULL))``: a Python function
-that lists the currently visible segments (see ``segments``) every time a query binds the view,
-so new files show up on the next query and compaction never double counts. The first file of
-every list is a small typed "anchor" (no rows) kept outside the store, so an empty or missing
-store still has typed views.
+that returns the data files of the table's latest Delta snapshot every time a query binds the
+view (delta-rs reads the new commits since the last call), so every query sees whole commits,
+never a file being compacted twice nor an uncommitted upload. The first file of every list is a
+small typed "anchor" (no rows) kept outside the store, so an empty or missing store still has
+typed views.
 
 Each view ``<v>`` also has a table macro ``<v>_in(t0, t1)``: the same rows, but only files whose
-UTC hour can hold a row in ``[t0, t1]`` are opened (the date folder and the hour in the segment
-name tell). Windowed queries should read ``signals_in($t0, $t1)`` and still filter on ``ts``.
+``date`` partition and ``ts`` statistics can hold a row in ``[t0, t1]`` are opened. Windowed
+queries should read ``signals_in($t0, $t1)`` and still filter on ``ts``.
 ``enginescope_hour_span(table)`` is [start of the oldest hour, start of the newest hour] with
-files, ``enginescope_rollup_complete(rollup, t0, t1)`` whether the rollup has a file for every
-hour of its source table in the window; both only list folders.
+rows, ``enginescope_rollup_complete(rollup, t0, t1)`` whether the rollup has rows for every
+replica and hour of its source table in the window; both read only the Delta log.
 
-``bench`` reads the runs of ``enginescope bench`` (``<store>/bench/<run>.parquet``, one file
-per run, written to a dot-named temp file and renamed): no partitions, no compaction.
+``bench`` reads the runs of ``enginescope bench`` (a Delta table like the others).
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from enginescope.store import macros, schema
-from enginescope.store.segments import hour_span, rollup_covers, visible_files
+from enginescope.store import legacy, macros, schema
+from enginescope.store.listing import StoreListing
+from enginescope.store.location import StoreLocation, store_location
 
 log = logging.getLogger(__name__)
 
@@ -60,27 +61,31 @@ BENCH_SCHEMA = pa.schema(
 )
 BENCH_TABLE = "bench"
 _ANCHOR_DATE = "1970-01-01"
-_ANCHOR_REPLICA = "__anchor__"
 
 
-def open_store(store_dir: str | Path, sandbox: bool = False) -> duckdb.DuckDBPyConnection:
+def open_store(store_dir: str | Path | StoreLocation, sandbox: bool = False) -> duckdb.DuckDBPyConnection:
     """Connection with views ``samples``, ``histograms``, ``histograms_1m``, ``signals``,
     ``events``, ``gpu``, ``requests``, ``bench`` and the SQL macros of ``enginescope.store.macros``.
 
-    ``sandbox=True`` is for untrusted ad-hoc SQL: files are read through a read-only
-    filesystem rooted at the store, the local filesystem is disabled and the configuration
-    locked, so writing files (COPY TO, ATTACH), reading outside the store and loading
-    extensions all fail with a Permission Error.
+    ``store_dir`` is a folder or an object-store URL (``s3://bucket/prefix``, credentials from
+    the AWS environment variables). ``sandbox=True`` is for untrusted ad-hoc SQL: files are read
+    through a read-only filesystem rooted at the store, the local filesystem is disabled and the
+    configuration locked, so writing files (COPY TO, ATTACH), reading outside the store and
+    loading extensions all fail with a Permission Error.
     """
-    store = Path(store_dir).resolve()
+    from enginescope.store import sandbox as fs
+
+    location = store_location(store_dir)
+    legacy.refuse_legacy(location)
+    listing = StoreListing(location, (*schema.TABLES, BENCH_TABLE))
     anchors = _write_anchors()
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
-    prefix, anchor_prefix = str(store), str(anchors)
+    prefix, anchor_prefix = location.root, str(anchors)
     if sandbox:
-        from enginescope.store.sandbox import mount_read_only
-
-        prefix, anchor_prefix = mount_read_only(con, store, anchors)
+        prefix, anchor_prefix = fs.mount_read_only(con, location, anchors)
+    elif not location.is_local:
+        fs.mount_object_store(con, location)
 
     # While the views are created (DuckDB binds each one), list only the anchor: its schema is
     # the view's, and reading every file's footer for 8 views cost ~0.3 s per connection.
@@ -90,18 +95,15 @@ def open_store(store_dir: str | Path, sandbox: bool = False) -> duckdb.DuckDBPyC
         paths = [f"{anchor_prefix}/{_anchor_relpath(table)}"]
         if creating:
             return paths
-        if table == BENCH_TABLE:
-            found = bench_files(store)
-        else:
-            found = visible_files(store, table, _epoch_s(t0), _epoch_s(t1))
-        paths.extend(prefix + p[len(str(store)) :] for p in found)
+        found = listing.files(table, _epoch_s(t0), _epoch_s(t1))
+        paths.extend(prefix + p[len(location.root) :] for p in found)
         return paths
 
     def rollup_complete(table: str, t0: dt.datetime | None, t1: dt.datetime | None) -> bool:
-        return rollup_covers(store, table, _epoch_s(t0), _epoch_s(t1))
+        return listing.rollup_covers(table, _epoch_s(t0), _epoch_s(t1))
 
     def span(table: str) -> list[dt.datetime] | None:
-        hours = hour_span(store, table)
+        hours = listing.hour_span(table)
         return None if hours is None else [dt.datetime.fromtimestamp(h, dt.UTC) for h in hours]
 
     window_args = ["VARCHAR", "TIMESTAMPTZ", "TIMESTAMPTZ"]
@@ -163,19 +165,11 @@ def _create_bench_view(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def bench_files(store: Path) -> list[str]:
-    """Finished bench runs: the writer's dot-named temp files are not runs yet."""
-    folder = store / BENCH_TABLE
-    if not folder.is_dir():
-        return []
-    return sorted(str(p) for p in folder.glob("*.parquet") if not p.name.startswith("."))
-
-
 def _anchor_relpath(table: str) -> str:
     if table == BENCH_TABLE:  # run files are not partitioned
         return f"{table}/anchor.parquet"
-    # A hive-style path like the real files', so hive columns (date, replica) line up.
-    return f"{table}/date={_ANCHOR_DATE}/replica={_ANCHOR_REPLICA}/anchor.parquet"
+    # A hive-style path like the real files', so the hive column ``date`` lines up.
+    return f"{table}/date={_ANCHOR_DATE}/anchor.parquet"
 
 
 @functools.cache

@@ -1,8 +1,12 @@
-"""``StoreWriter``: a Sink that buffers Batches and flushes Parquet segments in the background.
+"""``StoreWriter``: a Sink that buffers Batches and appends them to the store's Delta tables.
 
-One writer per replica; every file it creates lies under its own ``replica=<id>`` folders, so
-many sidecars share one store folder without locks. ``write`` only appends to a buffer; a
-thread flushes every ``flush_interval_s`` (write temp, atomic rename) and compacts.
+``write`` only appends to an in-memory buffer; a thread flushes every ``flush_interval_s``:
+per table, the buffered rows become Arrow tables (one Parquet file per replica and UTC hour),
+uploaded and then committed as one blind Delta append (plus the minute-rollup partials, in the
+rollup table's own commit). Many writers, in any number of processes or containers, append to
+the same tables; each compacts only its own replicas' files. A commit that fails keeps its
+uploaded files and its transaction version and is retried on the next flush, so rows are
+neither lost (up to ``MAX_RETRY_ROWS``) nor added twice.
 """
 
 from __future__ import annotations
@@ -11,22 +15,23 @@ import json
 import logging
 import threading
 import time
-from dataclasses import asdict
+import urllib.parse
+import uuid
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake.transaction import AddAction
 
 from enginescope.collectors.model import Batch, Identity
-from enginescope.store import compaction, rollups, schema
+from enginescope.store import compaction, legacy, rollups, schema
 from enginescope.store.compaction import CompactionPolicy, CompactionStats
-from enginescope.store.segments import (
-    list_segments,
-    partition_dir,
-    replica_dirname,
-    segment_name,
-)
+from enginescope.store.delta import DataFile, StoreTable, add_action_of, data_file_of
+from enginescope.store.location import StoreLocation, store_location
+from enginescope.store.pending import PendingFile, read_manifests, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -35,45 +40,78 @@ ROW_TABLES = ("samples", "histograms", "signals", "events", "gpu", "requests")
 MAX_RETRY_ROWS = 1_000_000  # per table, kept across failed flushes (bounded memory if the store is down)
 
 
+@dataclass(slots=True)
+class _Pending:
+    """One table's rows waiting for the log: Arrow parts not yet uploaded, uploaded files not yet
+    in a commit, and the commit in flight (its version fixed at its first attempt, so a retry
+    after an ambiguous failure is idempotent)."""
+
+    parts: list[tuple[str, pa.Table, int]] = field(default_factory=list)  # (date, arrow, raw rows)
+    staged: list[tuple[AddAction, int]] = field(default_factory=list)  # (file, raw rows)
+    inflight: tuple[int, list[AddAction], int] | None = None  # (version, files, raw rows)
+
+    def rows(self) -> int:
+        inflight = self.inflight[2] if self.inflight else 0
+        return sum(n for _, _, n in self.parts) + sum(n for _, n in self.staged) + inflight
+
+    def files(self) -> list[AddAction]:
+        return [a for a, _ in self.staged] + (self.inflight[1] if self.inflight else [])
+
+
 class StoreWriter:
-    """Sink writing ``<store>/<table>/date=YYYY-MM-DD/replica=<id>/<segment>.parquet``."""
+    """Sink appending to ``<store>/<table>`` Delta tables (a folder or an ``s3://`` URL)."""
 
     def __init__(
         self,
-        store_dir: str | Path,
+        store_dir: str | Path | StoreLocation,
         identity: Identity,
         flush_interval_s: float = 2.0,
         compact_interval_s: float = 30.0,
+        commit_interval_s: float = 30.0,
         retention_days: float | None = None,
         policy: CompactionPolicy | None = None,
         background: bool = True,
     ) -> None:
-        self.store_dir = Path(store_dir)
+        self.location = store_location(store_dir)
+        self.store_dir: Path | str = self.location.path if self.location.is_local else self.location.root
+        legacy.refuse_legacy(self.location)
         self.identity = identity
         self.flush_interval_s = flush_interval_s
         self.compact_interval_s = compact_interval_s
+        # The background thread writes files every flush_interval_s but commits them to the
+        # Delta log every commit_interval_s (local stores list the files in between in a
+        # pending manifest that enginescope's views read, see ``pending``); an explicit
+        # flush() always commits. Object stores commit on every flush.
+        self.commit_interval_s = commit_interval_s if self.location.is_local else flush_interval_s
         self.retention_days = retention_days
         self.policy = policy or CompactionPolicy()
         self.rows_written = 0
+        self.commits = 0
         self.compaction_stats = CompactionStats()
+        self.app_id = f"enginescope:{identity.replica}:{uuid.uuid4().hex[:12]}"
+        self._tables = {t: StoreTable(self.location, t) for t in schema.TABLES}
         self._buffer: dict[str, Rows] = {t: [] for t in ROW_TABLES}
+        self._pending = {t: _Pending() for t in schema.TABLES}
         self._buffer_lock = threading.Lock()
-        self._io_lock = threading.Lock()  # one flush/compaction at a time: keeps sequence order
+        self._io_lock = threading.Lock()  # one flush/compaction at a time: keeps commit order
         self._stop = threading.Event()
         self._replicas: dict[str, Identity] = {}
-        self._first_seen_s: dict[str, float] = {}
+        self._first_seen_s: dict[str, float] = self._read_first_seen(identity.replica)
         self._last_compact_s = 0.0
-        self._last_seq = 0
+        self._last_commit_s = time.time()
+        self._last_vacuum_s = time.time()
+        self._last_version = 0
+        self._manifest_written = False
         self._closed = False
-        self._start_up()
         self._thread: threading.Thread | None = None
+        self._adopt_stale_manifests()
         if background:
             self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
             self._thread.start()
 
     # --- Sink protocol -------------------------------------------------------------
     def write(self, batch: Batch) -> None:
-        """Buffer ``batch`` (cheap; thread-safe). Nothing touches the disk here."""
+        """Buffer ``batch`` (cheap; thread-safe). Nothing touches the store here."""
         ident = batch.identity
         with self._buffer_lock:
             for table in ROW_TABLES:
@@ -84,8 +122,25 @@ class StoreWriter:
             if ident != self._replicas[ident.replica]:
                 self._replicas[ident.replica] = ident  # identity may be refined (model learned later)
 
+    def write_table(self, table: str, arrow: pa.Table) -> None:
+        """Bulk append: Arrow rows of store table ``table`` (columns by name as in
+        ``schema.SCHEMAS``, identity columns included; missing ones are NULL). Split per replica
+        and UTC hour like ``write`` rows, minute rollups derived the same way; committed by the
+        next ``flush``. For loaders (``store migrate``, history generators), not for sidecars."""
+        if table not in ROW_TABLES:
+            raise ValueError(f"write_table: {table!r} is not one of {', '.join(ROW_TABLES)}")
+        arrow = _conform(table, arrow)
+        with self._io_lock:
+            for date_key, part in _split_replica_hours(arrow):
+                self._pending[table].parts.append((date_key, part, part.num_rows))
+                if table in rollups.ROLLUP_OF:
+                    rollup = rollups.ROLLUP_OF[table]
+                    self._pending[rollup].parts.append((date_key, _arrow_partials(table, part), 0))
+            for replica in pc.unique(arrow.column("replica")).to_pylist():
+                self._replicas.setdefault(replica, Identity(replica))
+
     def flush(self) -> None:
-        """Write everything buffered so far as new segments (visible to readers on return)."""
+        """Commit everything buffered so far (visible to readers on return)."""
         with self._io_lock:
             self._flush_locked()
 
@@ -99,127 +154,186 @@ class StoreWriter:
         self.flush()
 
     def compact(self, now_s: float | None = None) -> CompactionStats:
-        """Run one compaction (and retention) pass now."""
+        """Run one compaction (and retention, and vacuum if due) pass now."""
         with self._io_lock:
             return self._compact_locked(time.time() if now_s is None else now_s)
+
+    def vacuum(self) -> int:
+        """Delete replaced and never-committed files older than the policy's grace, now."""
+        with self._io_lock:
+            return self._vacuum_locked()
 
     # --- internals -------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.wait(self.flush_interval_s):
             try:
                 with self._io_lock:
-                    self._flush_locked()
                     now_s = time.time()
+                    self._flush_locked(commit=now_s - self._last_commit_s >= self.commit_interval_s)
                     if now_s - self._last_compact_s >= self.compact_interval_s:
                         self._compact_locked(now_s)
             except Exception:  # the sidecar must keep running; the next tick retries
-                log.exception("store writer: flush/compaction failed in %s", self.store_dir)
+                log.exception("store writer: flush/compaction failed in %s", self.location)
 
-    def _start_up(self) -> None:
-        """Continue sequence numbers after existing files; remove a killed writer's temp files."""
-        for folder in self._own_folders(self.identity.replica):
-            compaction.clean_temp_files(folder, max_age_s=0)
-            for seg in list_segments(folder):
-                self._last_seq = max(self._last_seq, seg.hi)
-        self._first_seen_s.update(self._read_first_seen(self.identity.replica))
+    def _next_version(self) -> int:
+        # Monotonic microseconds: versions only grow for this writer's application id.
+        self._last_version = max(self._last_version + 1, time.time_ns() // 1000)
+        return self._last_version
 
-    def _next_seq(self) -> int:
-        self._last_seq = max(self._last_seq + 1, time.time_ns() // 1000)
-        return self._last_seq
-
-    def _flush_locked(self) -> None:
+    def _flush_locked(self, commit: bool = True) -> None:
         with self._buffer_lock:
             buffered, self._buffer = self._buffer, {t: [] for t in ROW_TABLES}
             replicas = dict(self._replicas)
-        groups = [
-            (table, key, group)
-            for table, rows in buffered.items()
-            if rows
-            for key, group in _partition(rows).items()
-        ]
-        written = done = 0
-        try:
-            for table, (replica, date_key, hour), group in groups:
-                written += self._write_group(table, replica, date_key, hour, group)
-                done += 1
-        except Exception:  # a transient I/O error: what was not written goes to the next flush
-            self._requeue(groups[done:])
-            raise
-        finally:
-            self.rows_written += written
-            if written:
-                self._write_replica_files(replicas)
-
-    def _write_group(self, table: str, replica: str, date_key: str, hour: int, group: Rows) -> int:
-        """One segment (and its rollup partials), both or neither; returns the rows written."""
-        arrow, group = _to_arrow(table, group)
-        if arrow is None:
-            return 0
-        path = self._write_segment(partition_dir(self.store_dir, table, date_key, replica), hour, arrow)
-        if table in rollups.ROLLUP_OF:
-            rollup_dir = partition_dir(self.store_dir, rollups.ROLLUP_OF[table], date_key, replica)
+        for table, rows in buffered.items():
+            if rows:
+                self._stage_rows(table, rows)
+        failed: Exception | None = None
+        wrote = False
+        for table, pending in self._pending.items():
             try:
-                self._write_segment(rollup_dir, hour, _minute_partials(table, group))
-            except Exception:
-                path.unlink(missing_ok=True)  # retried whole: no raw row without its rollup, none twice
-                raise
-        return len(group)
+                self._upload(table, pending)
+                if commit:
+                    wrote |= self._commit_pending(table, pending)
+            except Exception as exc:  # a transient store error: the next flush retries this table
+                failed = failed or exc
+                self._bound(table, pending)
+        if commit:
+            self._last_commit_s = time.time()
+        if self.location.is_local:
+            self._write_manifest()
+            if wrote:
+                self._write_replica_files(replicas)
+        if failed is not None:
+            raise failed
 
-    def _requeue(self, groups: list[tuple[str, Any, Rows]]) -> None:
-        """Put unwritten rows back in front of the buffer, keeping at most ``MAX_RETRY_ROWS``."""
-        with self._buffer_lock:
-            for table, _, group in reversed(groups):
-                self._buffer[table][:0] = group
-            for rows in self._buffer.values():
-                if len(rows) > MAX_RETRY_ROWS:  # the store stays unwritable: drop the oldest
-                    log.error("store writer: dropping %d unwritten rows", len(rows) - MAX_RETRY_ROWS)
-                    del rows[: len(rows) - MAX_RETRY_ROWS]
+    def _stage_rows(self, table: str, rows: Rows) -> None:
+        """Buffered rows -> Arrow parts (one per replica and hour), rollup partials alongside."""
+        for (_, date_key, _), group in _partition(rows).items():
+            arrow, kept = _to_arrow(table, group)
+            if arrow is None:
+                continue
+            self._pending[table].parts.append((date_key, arrow, len(kept)))
+            if table in rollups.ROLLUP_OF:
+                partials = _minute_partials(table, kept)
+                self._pending[rollups.ROLLUP_OF[table]].parts.append((date_key, partials, 0))
 
-    def _write_segment(self, folder: Path, hour: int, arrow: Any) -> Path:
-        seq = self._next_seq()
-        return compaction.write_atomic(arrow, folder, segment_name(hour, seq, seq))
+    def _upload(self, table: str, pending: _Pending) -> None:
+        store_table = self._tables[table]
+        while pending.parts:
+            date_key, arrow, rows = pending.parts[0]
+            arrow = store_table.ensure_columns(arrow)
+            pending.staged.append((store_table.write_file(arrow, date_key), rows))
+            pending.parts.pop(0)
+
+    def _commit_pending(self, table: str, pending: _Pending) -> bool:
+        if pending.inflight is None and pending.staged:
+            adds = [a for a, _ in pending.staged]
+            pending.inflight = (self._next_version(), adds, sum(n for _, n in pending.staged))
+            pending.staged = []
+        if pending.inflight is None:
+            return False
+        version, adds, raw_rows = pending.inflight
+        self._tables[table].append(adds, self.app_id, version)
+        pending.inflight = None
+        self.rows_written += raw_rows
+        self.commits += 1
+        if pending.staged:  # staged while a retried commit was in flight: commit them now too
+            return self._commit_pending(table, pending)
+        return True
+
+    def _write_manifest(self) -> None:
+        files = [
+            PendingFile(table, data_file_of(add)) for table, p in self._pending.items() for add in p.files()
+        ]
+        if files or self._manifest_written:
+            write_manifest(self.location.path, self.app_id, self.identity.replica, files)
+            self._manifest_written = bool(files)
+
+    def _adopt_stale_manifests(self) -> None:
+        """Commit the pending files a dead writer of this replica left (see ``pending``)."""
+        if not self.location.is_local:
+            return
+        for path, record, live in read_manifests(self.location.path):
+            if live or record.get("replica") != self.identity.replica:
+                continue
+            by_table: dict[str, list[DataFile]] = {}
+            for entry in record.get("files", []):
+                f = DataFile(**{k: v for k, v in entry.items() if k != "table"})
+                by_table.setdefault(entry["table"], []).append(f)
+            for table, files in by_table.items():
+                store_table = self._tables.get(table)
+                if store_table is None or store_table.open() is None:
+                    continue
+                live_paths = {f.path for f in store_table.files()}
+                table_dir = self.location.path / table
+                adds = [
+                    add_action_of(f)
+                    for f in files
+                    if f.path not in live_paths and (table_dir / f.path).is_file()
+                ]
+                if adds:
+                    store_table.append(adds)
+                    log.info("store writer: committed %d files a dead writer left in %s", len(adds), table)
+            path.unlink(missing_ok=True)
+
+    def _bound(self, table: str, pending: _Pending) -> None:
+        """Keep at most ``MAX_RETRY_ROWS`` waiting rows of ``table``: drop the oldest parts."""
+        while pending.parts and pending.rows() > MAX_RETRY_ROWS:
+            _, arrow, _ = pending.parts.pop(0)
+            log.error("store writer: dropping %d unwritten %s rows", arrow.num_rows, table)
 
     def _compact_locked(self, now_s: float) -> CompactionStats:
         self._last_compact_s = now_s
         for replica in self._replicas or {self.identity.replica: self.identity}:
-            for folder in self._own_folders(replica):
-                compaction.compact_partition(folder, now_s, self.policy, self.compaction_stats)
-                compaction.clean_temp_files(folder, self.policy.tmp_max_age_s, now_s)
+            for store_table in self._tables.values():
+                if store_table.exists():
+                    compaction.compact_replica(
+                        store_table, replica, now_s, self.policy, self.compaction_stats
+                    )
         if self.retention_days is not None:
-            compaction.apply_retention(self.store_dir, schema.TABLES, self.retention_days, now_s)
+            for store_table in self._tables.values():
+                try:
+                    compaction.apply_retention(store_table, self.retention_days, now_s)
+                except Exception as exc:  # another writer's retention commit won the race
+                    log.info("store retention on %s: %s", store_table.uri, exc)
+        if time.time() - self._last_vacuum_s >= self.policy.vacuum_interval_s:
+            self._vacuum_locked()
         return self.compaction_stats
 
-    def _own_folders(self, replica: str) -> list[Path]:
-        name = replica_dirname(replica)
-        folders = []
-        for table in schema.TABLES:
-            table_dir = self.store_dir / table
-            if table_dir.is_dir():
-                folders.extend(p / name for p in sorted(table_dir.glob("date=*")) if (p / name).is_dir())
-        return folders
+    def _vacuum_locked(self) -> int:
+        self._last_vacuum_s = time.time()
+        deleted = sum(compaction.vacuum(t, self.policy.delete_grace_s) for t in self._tables.values())
+        self.compaction_stats.files_deleted += deleted
+        return deleted
+
+    def _replica_file(self, replica: str) -> Path:
+        name = urllib.parse.quote(replica, safe="")
+        return self.location.path / "replicas" / f"{name}.json"
 
     def _write_replica_files(self, replicas: dict[str, Identity]) -> None:
+        """``replicas/<id>.json``: identity and first/last flush of each replica (local stores)."""
         now_s = time.time()
         for replica, ident in replicas.items():
             first_s = self._first_seen_s.setdefault(replica, now_s)
             record = asdict(ident) | {"first_seen": _iso(first_s), "last_seen": _iso(now_s)}
             record |= {"first_seen_s": first_s, "last_seen_s": now_s}
-            path = self.store_dir / "replicas" / f"{replica_dirname(replica)[8:]}.json"
+            path = self._replica_file(replica)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".tmp-{path.name}")
             tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
             tmp.replace(path)
 
     def _read_first_seen(self, replica: str) -> dict[str, float]:
-        path = self.store_dir / "replicas" / f"{replica_dirname(replica)[8:]}.json"
+        if not self.location.is_local:
+            return {}
         try:
-            return {replica: float(json.loads(path.read_text())["first_seen_s"])}
+            return {replica: float(json.loads(self._replica_file(replica).read_text())["first_seen_s"])}
         except (OSError, ValueError, KeyError, TypeError):
             return {}
 
 
 def _partition(rows: Rows) -> dict[tuple[str, str, int], Rows]:
-    """Group rows by (replica, UTC date, UTC hour): each segment holds one hour of one replica."""
+    """Group rows by (replica, UTC date, UTC hour): each file holds one hour of one replica."""
     groups: dict[tuple[str, str, int], Rows] = {}
     day_cache: dict[int, str] = {}
     for ident, row in rows:
@@ -247,6 +361,42 @@ def _to_arrow(table: str, group: Rows) -> tuple[Any, Rows]:
         else:
             kept.append(item)
     return (schema.to_arrow(table, kept) if kept else None), kept
+
+
+def _conform(table: str, arrow: pa.Table) -> pa.Table:
+    """``arrow`` with the table's columns, in order and types (dictionary strings decoded)."""
+    if table == "gpu":
+        fields = [
+            pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+            for f in arrow.schema
+        ]
+        return arrow.cast(pa.schema(fields))
+    want = schema.SCHEMAS[table]
+    cols = [
+        arrow.column(f.name).cast(f.type)
+        if f.name in arrow.column_names
+        else pa.nulls(arrow.num_rows, f.type)
+        for f in want
+    ]
+    return pa.Table.from_arrays(cols, schema=want)
+
+
+def _split_replica_hours(arrow: pa.Table) -> list[tuple[str, pa.Table]]:
+    """(date, rows) per replica and UTC hour, oldest first."""
+    hours = pc.floor_temporal(arrow.column("ts"), unit="hour")
+    keyed = arrow.append_column("_hour", hours)
+    out = []
+    for key in keyed.group_by(["replica", "_hour"]).aggregate([]).sort_by("_hour").to_pylist():
+        mask = pc.and_(pc.equal(keyed.column("replica"), key["replica"]), pc.equal(hours, key["_hour"]))
+        out.append((key["_hour"].strftime("%Y-%m-%d"), arrow.filter(mask)))
+    return out
+
+
+def _arrow_partials(table: str, part: pa.Table) -> pa.Table:
+    """Minute-rollup rows of one replica-hour of raw Arrow rows (re-summed per minute)."""
+    if table == "histograms":
+        return rollups.resum(rollups.HISTOGRAMS_1M, part)
+    return rollups.resum(rollups.SIGNALS_1M, rollups.signals_as_partials(part))
 
 
 def _minute_partials(table: str, rows: Rows) -> Any:

@@ -248,3 +248,35 @@ class HttpReceiver(_Store):
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class HangingReceiver:
+    """Accepts TCP connections and never answers (a wedged Collector or load balancer)."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self.port = self._sock.getsockname()[1]
+        self._conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        self._sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            self._conns.append(conn)  # kept open, never read, never answered
+
+    def stop(self) -> None:
+        self._stop.set()
+        for conn in self._conns:
+            conn.close()
+        self._sock.close()

@@ -36,7 +36,21 @@ def test_dry_run_resolves_the_moe_recipe_for_the_agent_endpoint(capsys):
 
 def test_missing_token_prints_the_config_then_a_clear_error(capsys):
     assert not modal_token_present({})
-    assert main(["endpoint", "create", "--name", "chat", "--model", "meta-llama/Llama-3.1-8B-Instruct"]) == 2
+    assert (
+        main(
+            [
+                "endpoint",
+                "create",
+                "--name",
+                "chat",
+                "--model",
+                "meta-llama/Llama-3.1-8B-Instruct",
+                "--recipe",
+                str(RECIPES_DIR / "llama-3.1-8b-h100.toml"),
+            ]
+        )
+        == 2
+    )
     captured = capsys.readouterr()
     assert _json_prefix(captured.out)["app"] == "enginescope-chat"
     assert "no Modal credentials" in captured.err and "Traceback" not in captured.err

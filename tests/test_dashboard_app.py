@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from enginescope.collectors.quantile import histogram_quantile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from gen_history import Fleet, Incident, generate  # noqa: E402
+from tests.history import Fleet, Incident, generate  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 START = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)

@@ -13,7 +13,7 @@ from enginescope.dashboard import diagnosis
 from enginescope.dashboard.data import Window, load_incident, open_connection
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from gen_history import Fleet, Incident, generate  # noqa: E402
+from tests.history import Fleet, Incident, generate  # noqa: E402
 
 START = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 DURATION_S = 2400

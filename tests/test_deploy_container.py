@@ -64,16 +64,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_in_flight_counts_running_and_queued_over_ranks():
-    text = (
+def test_in_flight_aggregates_ranks_as_the_catalog_does():
+    """tp ranks mirror one scheduler: counted once (their max), as queue_depth/running_requests
+    are everywhere else; dp ranks add up; with priority scheduling only the total counts."""
+    mirrored = (
         'sglang:num_running_reqs{engine_type="unified",tp_rank="0"} 3.0\n'
-        'sglang:num_running_reqs{engine_type="unified",tp_rank="1"} 2.0\n'
+        'sglang:num_running_reqs{engine_type="unified",tp_rank="1"} 3.0\n'
         'sglang:num_queue_reqs{engine_type="unified",tp_rank="0"} 4.0\n'
+        'sglang:num_queue_reqs{engine_type="unified",tp_rank="1"} 4.0\n'
         "sglang:num_running_reqs_offline_batch 9.0\n"
-        "# HELP sglang:num_queue_reqs x\n"
     )
-    assert in_flight_requests(text) == 9.0
+    assert in_flight_requests(mirrored) == 7.0  # not 14: the same 7 requests seen by two ranks
+    dp = (
+        'sglang:num_running_reqs{dp_rank="0",tp_rank="0"} 3.0\n'
+        'sglang:num_running_reqs{dp_rank="1",tp_rank="0"} 2.0\n'
+    )
+    assert in_flight_requests(dp) == 5.0  # two schedulers, two batches
+    priority = (
+        'sglang:num_queue_reqs{priority="",tp_rank="0"} 6.0\n'
+        'sglang:num_queue_reqs{priority="1",tp_rank="0"} 4.0\n'
+        'sglang:num_queue_reqs{priority="2",tp_rank="0"} 2.0\n'
+    )
+    assert in_flight_requests(priority) == 6.0  # the total, not total + children
     assert in_flight_requests(FIXTURE.read_text()) == 7.0  # 7 running, 0 queued in the fixture
+    assert in_flight_requests("") == 0.0
 
 
 @pytest.mark.slow
@@ -110,13 +124,13 @@ def test_sigterm_drains_flushes_and_records_lifecycle_within_grace(tmp_path):
     assert log.read_text().splitlines() == ["chat", "chat", "chat", "sigterm"]  # 3 warm-ups, then stopped
 
     con = open_store(store)
-    events = con.execute("select kind, replica, region from events order by ts").fetchall()
-    kinds = [k for k, _, _ in events]
-    for kind in ("container_started", "engine_ready", "draining", "container_stopped"):
-        assert kind in kinds, (kind, kinds)
-    assert kinds.index("container_started") < kinds.index("engine_ready") < kinds.index("draining")
-    assert kinds.index("draining") < kinds.index("container_stopped")
-    assert {(r, g) for _, r, g in events} == {("ta-test1", "us-east-1")}  # identity from MODAL_* env
+    events = con.execute("select kind, replica, region, detail from events order by ts").fetchall()
+    kinds = [k for k, _, _, _ in events]
+    # exactly one of each, in order: no engine_down while the engine was still loading, no
+    # engine_up at its first answer, engine_ready once (the container's, after the warm-up)
+    assert kinds == ["container_started", "engine_ready", "draining", "container_stopped"], kinds
+    assert events[1][3].startswith("startup_s=")
+    assert {(r, g) for _, r, g, _ in events} == {("ta-test1", "us-east-1")}  # identity from MODAL_* env
     scraped = con.execute("select count(*) from samples where metric = 'sglang:num_running_reqs'").fetchone()[
         0
     ]

@@ -164,10 +164,9 @@ def test_generate_configs_defaults_to_the_current_directory(tmp_path, monkeypatc
 def test_datadog_dashboard_and_monitors_come_from_the_panels_and_the_otlp_names():
     from enginescope.exporters.otlp import names as otlp
 
-    sent = {
-        m.name for t in (otlp.HISTOGRAM_SIGNALS, otlp.GAUGE_SIGNALS, otlp.COUNTER_SIGNALS) for m in t.values()
-    }
-    sent |= {m.name for _, m in otlp.GPU_FIELDS} | {otlp.EVENTS.name, otlp.GPU_REASON.name}
+    sent = {m.name for m in otlp.SIGNAL_NAMES.values() if m is not None}
+    sent |= {m.name for m in otlp.GPU_COLUMNS.values()} | {otlp.TEMPERATURE.name, otlp.EVENTS.name}
+    sent |= {otlp.GPU_REASON.name, otlp.GPU_IO.name, otlp.GPU_MEMORY_UTILIZATION.name, otlp.GPU_STATUS.name}
     dashboard = json.loads(FILES["datadog-dashboard.json"])
     widgets = dashboard["widgets"]
     assert len(widgets) == len(EXPORT_PANELS)

@@ -96,11 +96,13 @@ def received():
     config = OtlpConfig(endpoint=receiver.endpoint + "/v1/metrics", protocol=Protocol.HTTP_PROTOBUF,
                         timeout_s=2.0, interval_s=3600.0)  # fmt: skip
     identity = Identity("ta-a", "sglang", MODEL, "us-east-1", "H100", app="llm-serve")
-    sink = OtlpSink(config, identity)
+    t0_s = 1_780_000_000.0
+    # the reader's clock follows the data, so the series are live (not past their TTL) at export
+    sink = OtlpSink(config, identity, clock=lambda: t0_s + 3 * INTERVAL_S)
     rng = random.Random(3)
     try:
         for i in range(3):
-            batch = full_batch(identity, 1_780_000_000.0 + i * INTERVAL_S, rng,
+            batch = full_batch(identity, t0_s + i * INTERVAL_S, rng,
                                events=("gpu_xid", "engine_restart", "container_started", "scale_up"))  # fmt: skip
             # bounds as SGLang's include them (the recipe's SLOs sit on or between them)
             batch.histograms = [dataclasses.replace(h, bounds=SGLANG_LIKE_BOUNDS) for h in batch.histograms]

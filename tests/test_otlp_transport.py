@@ -62,27 +62,29 @@ def test_retry_after_accepts_seconds_and_http_dates():
 @pytest.mark.parametrize("protocol", list(Protocol))
 def test_permanent_rejection_is_dropped_and_counted_not_retried(protocol):
     receiver = receiver_for(protocol).start()
-    sink = OtlpSink(make_config(receiver, protocol, interval_s=0.05), IDENTITY)
+    sink = OtlpSink(make_config(receiver, protocol), IDENTITY)  # exports only when flushed
     fed = batches(4)
     try:
         receiver.fail_next(Failure(PERMANENT[protocol], message=f"schema error {SECRET}"))
         for batch in fed[:3]:
             sink.write(batch)
-        sink.flush()
+        sink.flush()  # one export of three scrapes: rejected, dropped, not retried
         rejected = sink.stats()
-        sink.flush()  # another round: nothing is left to retry
         sink.write(fed[3])
-        sink.flush()
-        after = sink.stats()
+        sink.flush()  # the next export is a fresh collect
+        after, arrivals, points = sink.stats(), list(receiver.arrivals_s), receiver.points()
     finally:
         sink.close()
         receiver.stop()
-    assert [accepted for _, accepted in receiver.arrivals_s] == [False, True]  # one rejected, one sent
-    assert rejected.dropped_batches == 3 and rejected.failed_exports == 1 and rejected.backlog_bytes == 0
+    assert [accepted for _, accepted in arrivals] == [False, True]  # one rejected, one sent
+    assert rejected.dropped_batches == 1 and rejected.failed_exports == 1 and rejected.backlog_bytes == 0
     assert rejected.dropped_points > 0 and rejected.dropped_bytes > 0 and rejected.exported_points == 0
     assert "schema error ***" in rejected.last_error and SECRET not in rejected.last_error
-    assert after.dropped_batches == 3 and after.exported_batches == 1
-    assert after.exported_points == len(receiver.points()) > 0
+    assert after.dropped_batches == 1 and after.exported_batches == 1
+    assert after.exported_points == len(points) > 0
+    # cumulative data recovers: the accepted export holds all four scrapes
+    (ttft,) = [p for p in points if p.name == "gen_ai.server.time_to_first_token"]
+    assert ttft.count == sum(b.histograms[0].count for b in fed)
 
 
 @pytest.mark.parametrize("protocol", list(Protocol))
@@ -101,14 +103,14 @@ def test_server_requested_delay_is_honoured_then_the_data_is_delivered(protocol)
         sink.flush()
         assert sink.stats().failed_exports == 1 and sink.stats().backlog_batches == 1
         assert receiver.wait_for(lambda pts: len(pts) > 0, timeout_s=10)
-        sink.flush()  # waits for the worker to have settled that send
-        stats = sink.stats()
+        sink.flush()  # one more export: waits for the worker to have settled the retried send
+        stats, arrivals = sink.stats(), list(receiver.arrivals_s)
     finally:
         sink.close()
         receiver.stop()
-    (first_s, first_ok), (second_s, second_ok) = receiver.arrivals_s
-    assert not first_ok and second_ok and second_s - first_s >= 0.9
-    assert stats.dropped_batches == 0 and stats.exported_batches == 1 and stats.backlog_bytes == 0
+    (first_s, first_ok), (second_s, second_ok), (_, third_ok) = arrivals
+    assert not first_ok and second_ok and third_ok and second_s - first_s >= 0.9
+    assert stats.dropped_batches == 0 and stats.exported_batches == 2 and stats.backlog_bytes == 0
 
 
 def test_grpc_resource_exhausted_without_retry_info_is_permanent():
@@ -133,11 +135,11 @@ def test_partial_success_counts_rejected_points_and_is_not_retried(protocol):
     try:
         sink.write(batches(1)[0])
         sink.flush()
-        stats = sink.stats()
+        stats, arrivals = sink.stats(), list(receiver.arrivals_s)
+        rows = {r.metric: r.value for r in sink.self_metrics(ts_s=1.0)}
     finally:
         sink.close()
         receiver.stop()
-    assert len(receiver.arrivals_s) == 1 and stats.rejected_points == 3 and stats.failed_exports == 0
+    assert len(arrivals) == 1 and stats.rejected_points == 3 and stats.failed_exports == 0
     assert "3 points had no unit" in stats.last_error and stats.backlog_bytes == 0
-    rows = {r.metric: r.value for r in sink.self_metrics(ts_s=1.0)}
     assert rows["enginescope_otlp_rejected_points_total"] == 3

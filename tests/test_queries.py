@@ -22,7 +22,7 @@ from enginescope.views import queries
 from enginescope.views.panels import INCIDENT_PANELS, scalar_signals
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from gen_history import Fleet, Incident, generate  # noqa: E402
+from tests.history import Fleet, Incident, generate  # noqa: E402
 
 START = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,7 @@ def test_exporter_health_is_stored_while_the_otlp_endpoint_is_down(tmp_path: Pat
         sidecar = Sidecar(SidecarConfig(engine_url=server.url, store_dir=tmp_path, extra_sinks=[otlp]))
         for _ in range(3):
             sidecar.tick()
+            time.sleep(0.2)  # the exporter collects every 50 ms on its own clock
         sidecar.stop()
     con = open_store(tmp_path)
     backlog = con.execute(
@@ -328,3 +330,105 @@ def test_gpu_readings_pair_with_engine_samples_by_asof_join(tmp_path: Path, base
     for engine_ts, gpu_ts, _, power_w in rows:
         assert gpu_ts <= engine_ts and (engine_ts - gpu_ts).total_seconds() < 1.0
         assert 70 < power_w < 700
+
+
+@pytest.mark.slow
+def test_otlp_exports_one_ttft_point_per_series_per_interval_idle_or_not(
+    tmp_path: Path, base_text: str
+) -> None:
+    """Issue 11 done-when: 1 s scrapes, 5 s exports of an unchanging exposition -> one TTFT
+    point per series per 5 s, with the engine's own bucket bounds, although nothing changed."""
+    import time
+
+    from enginescope.collectors.exposition import parse_exposition
+    from enginescope.exporters.otlp import OtlpConfig, OtlpSink
+    from tests.otlp_receivers import HttpReceiver
+
+    engine_bounds: dict[str, tuple[float, ...]] = {}  # is_streaming -> finite le bounds
+    for family in parse_exposition(base_text).families:
+        for sample in family.samples if family.name == TTFT else ():
+            if sample.ref.role == "bucket" and sample.ref.bound != float("inf"):
+                key = dict(sample.ref.series_labels)["is_streaming"]
+                engine_bounds[key] = (*engine_bounds.get(key, ()), sample.ref.bound)
+    receiver = HttpReceiver().start()
+    otlp = OtlpSink(
+        OtlpConfig(endpoint=receiver.endpoint + "/v1/metrics", interval_s=5.0, compression="gzip")
+    )
+    try:
+        with ExpositionServer(base_text) as server:
+            sidecar = Sidecar(
+                SidecarConfig(engine_url=server.url, store_dir=tmp_path, interval_s=1.0, extra_sinks=[otlp])
+            )
+            sidecar.start()
+            time.sleep(11.5)  # exports at ~5 s and ~10 s
+            points = [p for p in receiver.points() if p.name == "gen_ai.server.time_to_first_token"]
+            scrapes = len(server.accept_headers)
+            sidecar.stop()
+    finally:
+        receiver.stop()
+    assert scrapes >= 10  # the sidecar did scrape every second
+    by_time: dict[int, list] = {}
+    for p in points:
+        by_time.setdefault(p.time_ns, []).append(p)
+    times = sorted(by_time)
+    assert len(times) == 2, times  # one export per 5 s, not one per scrape
+    assert 4.5 <= (times[1] - times[0]) / 1e9 <= 5.5
+    for t in times:
+        streaming = sorted(p.attributes["sglang.is_streaming"] for p in by_time[t])
+        assert streaming == ["false", "true"]  # every series, each once, idle as they are
+        for p in by_time[t]:
+            assert p.count == 0 and p.temporality == 2  # nothing new since the sidecar started
+            assert p.explicit_bounds == engine_bounds[p.attributes["sglang.is_streaming"]]
+            assert p.attributes["gen_ai.request.model"] == "meta-llama/Llama-3.1-8B-Instruct"
+    starts = {(p.attributes["sglang.is_streaming"], p.start_ns) for p in points}
+    assert len(starts) == 2  # a stable start time per series
+
+
+class _SlowDisk:
+    """A sink on a slow disk: every write takes 1 s, closing takes far longer than any grace."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def write(self, batch) -> None:
+        time.sleep(1.0)
+        self.writes += 1
+
+    def flush(self) -> None:
+        time.sleep(60)
+
+    def close(self) -> None:
+        time.sleep(60)
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_stop_shares_one_deadline_across_a_hung_otlp_endpoint_and_a_slow_disk(
+    tmp_path: Path, base_text: str, protocol: str
+) -> None:
+    from enginescope.exporters.otlp import OtlpConfig, OtlpSink
+    from enginescope.exporters.otlp.config import Protocol
+    from enginescope.store import open_store
+    from tests.otlp_receivers import HangingReceiver
+
+    hung = HangingReceiver()
+    endpoint = hung.endpoint if protocol == "grpc" else hung.endpoint + "/v1/metrics"
+    otlp = OtlpSink(
+        OtlpConfig(endpoint=endpoint, protocol=Protocol(protocol), timeout_s=10.0, interval_s=3600)
+    )
+    slow = _SlowDisk()
+    try:
+        with ExpositionServer(base_text) as server:
+            sidecar = Sidecar(
+                SidecarConfig(engine_url=server.url, store_dir=tmp_path, extra_sinks=[otlp, slow])
+            )
+            sidecar.tick()
+            began = time.monotonic()
+            results = sidecar.stop(timeout_s=3.0)
+            took_s = time.monotonic() - began
+    finally:
+        hung.stop()
+    assert took_s < 3.8, took_s  # alone, the OTLP timeout (10 s) or the disk (60 s) would exceed it
+    assert results == {"0:StoreWriter": True, "1:OtlpSink": False, "2:_SlowDisk": False}
+    con = open_store(tmp_path)  # the store was flushed within the deadline, final tick included
+    kinds = [r[0] for r in con.execute("SELECT kind FROM events ORDER BY ts").fetchall()]
+    assert kinds == ["container_started", "engine_ready", "container_stopped"]

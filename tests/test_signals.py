@@ -99,3 +99,13 @@ def test_fleet_watcher_signals_are_registered() -> None:
 
     rows = snapshot_signals(FleetSnapshot(0.0, 3, backlog=5, running_inputs=7), 10.0)
     assert {r.signal for r in rows} == set(signals.names(Kind.GAUGE, Scope.FLEET))
+
+
+def test_gpu_identity_columns_have_one_definition() -> None:
+    """The GPU source's identity columns are labels/attributes in both exporters, never values."""
+    from enginescope.exporters import prom_names
+
+    for column in gpu_fields.IDENTITY_COLUMNS:
+        assert column in prom_names.GPU_SKIP_COLUMNS
+        assert (column in otlp_names.GPU_SKIPPED) != (column in otlp_names.GPU_IDENTITY)
+        assert column not in otlp_names.GPU_COLUMNS

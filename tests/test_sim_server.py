@@ -198,3 +198,35 @@ def test_custom_labels_header_reaches_export_and_allowed_tokenizer_label(tmp_pat
     assert tasks == {"code", "chat"}
     assert 'sglang:num_requests_total{engine_type="unified",is_streaming="true",model_name=' in metrics
     assert ',task="code"}' in metrics and ',task="chat"}' in metrics
+
+
+def test_client_timeout_aborts_the_request_in_the_engine() -> None:
+    """A client that gives up closes its socket; the engine aborts the request (queued or running)
+    and counts it, as SGLang does for a disconnected client."""
+    from enginescope.loadgen.generator import LoadConfig, LoadGenerator, LogNormalTokens, Poisson, RequestMix
+    from enginescope.loadgen.router import Router
+
+    capped = EngineProfile.from_mapping({**FAST_START.to_mapping(), "max_running_requests": 1})
+
+    async def main(stream: bool) -> tuple[float, bool, int]:
+        engine, driver, server = await started(capped)
+        await wait_ready(server.port)
+        router = Router()
+        router.set_backends({"r": f"http://127.0.0.1:{server.port}"})
+        mix = RequestMix(LogNormalTokens(50, 0.01, 50, 50), LogNormalTokens(2000, 0.01, 2000, 2000))
+        config = LoadConfig(request_timeout_s=0.4, max_attempts=1, seed=1, stream=stream)
+        results = await LoadGenerator(router, Poisson(20.0), mix, config).run(0.3)
+        await asyncio.sleep(0.6)  # the server notices the closed sockets within its poll interval
+        _, _, body = await http(server.port, "GET", "/metrics")
+        aborted = [
+            line
+            for line in body.decode().splitlines()
+            if line.startswith("sglang:num_aborted_requests_total")
+        ]
+        drained, failed = engine.drained, sum(1 for r in results if not r.ok)
+        await shutdown(engine, driver, server)
+        return float(aborted[0].split()[-1]) if aborted else 0.0, drained, failed
+
+    for stream in (True, False):
+        aborted, drained, failed = asyncio.run(main(stream))
+        assert failed >= 2 and aborted == failed and drained, stream  # queued ones too, none left behind

@@ -11,7 +11,9 @@ import pytest
 from enginescope.collectors.model import Batch, Identity, SignalRow
 from enginescope.dashboard.data import Window, load_incident, use_rollup
 from enginescope.store import CompactionPolicy, StoreWriter, open_store
-from enginescope.store.segments import list_segments, partition_dir, visible_files
+from enginescope.store.delta import StoreTable
+from enginescope.store.listing import StoreListing
+from enginescope.store.location import store_location
 
 MIDNIGHT = datetime(2026, 11, 29, tzinfo=UTC)
 IDENT = Identity("rep-1", engine="sglang", model="m")
@@ -44,9 +46,22 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     writer.compact((MIDNIGHT + timedelta(minutes=59)).timestamp())  # open hour: chunks
     _write(writer, MIDNIGHT + timedelta(hours=1), 3600, step_s=300)
     _write(writer, MIDNIGHT - timedelta(seconds=1), 1)  # late row for hour 23
-    folder = partition_dir(tmp_path, "signals", "2026-11-28", "rep-1")
-    assert any(s.lo < s.hi for s in list_segments(folder)) and len(list_segments(folder)) > 3
+    files = StoreTable(store_location(tmp_path), "signals").files()
+    assert any(not f.fresh for f in files) and len([f for f in files if f.date == "2026-11-28"]) > 2
     return tmp_path
+
+
+def visible_files(store: Path, table: str, t0_s: float | None = None, t1_s: float | None = None) -> list[str]:
+    return StoreListing(store_location(store), (table,)).files(table, t0_s, t1_s)
+
+
+def _hours(files: list[str], store: Path) -> set[int]:
+    by_uri = {StoreTable(store_location(store), "signals").file_uri(f): f for f in _table_files(store)}
+    return {datetime.fromtimestamp(by_uri[f].min_ts_us / 1e6, UTC).hour for f in files}
+
+
+def _table_files(store: Path):
+    return StoreTable(store_location(store), "signals").files()
 
 
 EDGES = [MIDNIGHT + timedelta(hours=h) for h in (-2, -1, 0, 1, 2)]
@@ -81,14 +96,14 @@ def test_pruning_skips_hours_outside_and_keeps_hidden_files_hidden(store: Path) 
     one_hour = visible_files(
         store, "signals", MIDNIGHT.timestamp(), (MIDNIGHT + timedelta(minutes=59)).timestamp()
     )
-    assert one_hour and all("date=2026-11-29" in f and "/h00_" in f for f in one_hour)
+    assert one_hour and all("date=2026-11-29" in f for f in one_hour) and _hours(one_hour, store) == {0}
     assert set(one_hour) < set(all_files)
     # A window ending exactly on the hour also lists that hour (closed bound: never too few).
     edge = visible_files(store, "signals", (MIDNIGHT - timedelta(hours=1)).timestamp(), MIDNIGHT.timestamp())
-    assert {f.split("/")[-1][:3] for f in edge} == {"h23", "h00"}
-    # Compaction sources still on disk stay hidden in a pruned list as in the full one.
-    on_disk = {p.name for p in (store / "signals").rglob("*.parquet")}
-    assert len(on_disk) > len(all_files)
+    assert _hours(edge, store) == {23, 0}
+    # Compaction sources still on disk (vacuum grace) are not in any list: the snapshot decides.
+    on_disk = {str(p) for p in (store / "signals").rglob("*.parquet")}
+    assert len(on_disk) > len(all_files) and set(all_files) < on_disk
     day_before = visible_files(store, "signals", None, (MIDNIGHT - US).timestamp())
     assert set(day_before) == {f for f in all_files if "date=2026-11-28" in f}
 
@@ -99,8 +114,9 @@ def test_store_without_rollup_files_falls_back_to_raw(store: Path, tmp_path: Pat
     window = Window(MIDNIGHT - timedelta(hours=2), MIDNIGHT + timedelta(hours=2), bucket_s=60)
     assert use_rollup(con, "signals_1m", window)
     with_rollup = load_incident(con, window).series
-    for path in (store / "signals_1m").rglob("h00_*.parquet"):
-        path.unlink()  # an hour written before the rollup existed
+    rollup = StoreTable(store_location(store), "signals_1m")
+    hour_00 = [f for f in rollup.files() if datetime.fromtimestamp(f.min_ts_us / 1e6, UTC).hour == 0]
+    rollup.rewrite(hour_00, [], data_change=True)  # an hour written before the rollup existed
     assert not use_rollup(con, "signals_1m", window)
     raw = load_incident(con, window).series
     assert len(raw) == len(with_rollup) > 0

@@ -10,14 +10,9 @@ import pytest
 
 from enginescope.collectors.model import Batch, Identity, SignalRow
 from enginescope.store import CompactionPolicy, StoreWriter, open_store
-from enginescope.store.segments import (
-    list_segments,
-    parse_segment,
-    partition_dir,
-    segment_name,
-    split_visible,
-    visible_files,
-)
+from enginescope.store.delta import StoreTable
+from enginescope.store.listing import StoreListing
+from enginescope.store.location import store_location
 from enginescope.views import queries
 
 T0 = datetime(2026, 11, 28, 10, 58, 30, tzinfo=UTC).timestamp()  # spans an hour boundary
@@ -112,48 +107,39 @@ def test_replica_list_and_time_range_from_rollup_are_exact(tmp_path: Path) -> No
     assert con.execute(queries.TIME_RANGE_SQL).fetchone() == span
 
 
+def _own(store: Path, table: str, replica: str = "rep-a") -> list[tuple[int, int]]:
+    """(first hour, last hour) of each live file of ``replica`` in ``table``."""
+    files = StoreTable(store_location(store), table).files()
+    hour = lambda us: datetime.fromtimestamp(us / 1e6, UTC).hour  # noqa: E731
+    return sorted((hour(f.min_ts_us), hour(f.max_ts_us - 1)) for f in files if f.replica == replica)
+
+
 def test_closed_day_rollup_becomes_one_file_counted_once(tmp_path: Path) -> None:
-    """A closed day's rollup is merged into one multi-hour file; the hourly files it replaces
-    are hidden at once, a late flush into that day stays visible and is merged next time."""
+    """A closed day's rollup is merged into one file per replica (one commit replaces the
+    hourly files), a late flush into that day stays visible and is merged next time."""
     writer = _fill(tmp_path)
     con = open_store(tmp_path)
     raw = con.execute(RAW_SQL).fetchall()
-    folder = partition_dir(tmp_path, "signals_1m", "2026-11-28", "rep-a")
     writer.compact(T0 + 86400)  # the next day: 2026-11-28 is closed
-    day = split_visible(list_segments(folder))[0]
-    assert [(s.hour, s.last_hour) for s in day] == [(10, 11)]
-    raw_folder = partition_dir(tmp_path, "signals", "2026-11-28", "rep-a")
-    assert [s.hour for s in split_visible(list_segments(raw_folder))[0]] == [10, 11]  # raw stays hourly
+    assert _own(tmp_path, "signals_1m") == [(10, 11)]
+    assert _own(tmp_path, "signals") == [(10, 10), (11, 11)]  # raw stays hourly
     _close(con.execute(ROLLUP_SQL).fetchall(), raw)
     assert con.execute("SELECT count(*) FROM signals_1m_partials").fetchone()[0] == len(raw)
     # A one-hour window lists each replica's day file (it holds that hour's rows), nothing else.
     hour_11 = datetime(2026, 11, 28, 11, tzinfo=UTC).timestamp()
-    listed = visible_files(tmp_path, "signals_1m", hour_11, hour_11 + 60)
-    assert sorted(Path(f).name[:7] for f in listed) == ["h10-11_", "h10-11_"]
+    listed = StoreListing(store_location(tmp_path), ("signals_1m",)).data_files(
+        "signals_1m", hour_11, hour_11 + 60
+    )
+    assert sorted(f.replica for f in listed) == ["rep-a", "rep-b"]
 
     late = Batch(REPLICAS[0])
     late.signals.append(SignalRow(T0 + 5, "queue_depth", 1000.0, 1.0))
     writer.write(late)
     writer.flush()
     raw = con.execute(RAW_SQL).fetchall()
-    assert len(split_visible(list_segments(folder))[0]) == 2  # day file + the late segment
+    assert _own(tmp_path, "signals_1m") == [(10, 10), (10, 11)]  # day file + the late file
     _close(con.execute(ROLLUP_SQL).fetchall(), raw)
     writer.compact(T0 + 86400)
-    merged = split_visible(list_segments(folder))[0]
-    assert len(merged) == 1 and merged[0].covers(day[0])
+    assert _own(tmp_path, "signals_1m") == [(10, 11)]
     _close(con.execute(ROLLUP_SQL).fetchall(), raw)
-
-
-def test_multi_hour_segment_hides_only_what_it_covers() -> None:
-    day = parse_segment(segment_name(3, 10, 20, last_hour=7))
-    assert day is not None and day.name == "h03-07_0000000000000010_0000000000000020.parquet"
-    assert (day.hour, day.last_hour, day.lo, day.hi) == (3, 7, 10, 20)
-    assert parse_segment("h07-03_0000000000000010_0000000000000020.parquet") is None
-    inside = parse_segment(segment_name(5, 12, 15))
-    later = parse_segment(segment_name(5, 21, 21))  # flushed after the merge: not covered
-    outside = parse_segment(segment_name(8, 11, 11))  # hour 8 is not in the merged file
-    straddling = parse_segment(segment_name(4, 18, 22))  # range reaches past the merged one
-    segs = [s for s in (day, inside, later, outside, straddling) if s is not None]
-    visible, hidden = split_visible(segs)
-    assert visible == sorted([day, later, outside, straddling])
-    assert hidden == [(inside, day)]
+    assert con.execute("SELECT count(*) FROM signals_1m_partials").fetchone()[0] == len(raw)

@@ -1,10 +1,9 @@
-"""StoreWriter + reader round trip, compaction, rollup, retention and temp-file handling."""
+"""StoreWriter + reader round trip, compaction, rollup, retention and uncommitted-file handling."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +21,8 @@ from enginescope.collectors.model import (
 )
 from enginescope.collectors.quantile import histogram_quantile
 from enginescope.store import CompactionPolicy, StoreWriter, open_store
-from enginescope.store.segments import list_segments, partition_dir
+from enginescope.store.delta import DataFile, StoreTable
+from enginescope.store.location import store_location
 
 IDENT = Identity("rep-1", engine="sglang", model="llama", region="us-east", gpu_type="H100")
 T0 = datetime(2026, 11, 28, 10, 0, 5, tzinfo=UTC).timestamp()
@@ -49,6 +49,14 @@ def _batch(ts_s: float, ident: Identity = IDENT, n: int = 1) -> Batch:
 
 def _writer(store: Path, **kw) -> StoreWriter:
     return StoreWriter(store, IDENT, background=False, **kw)
+
+
+def _files(store: Path, table: str = "samples") -> list[DataFile]:
+    return StoreTable(store_location(store), table).files()
+
+
+def _hour(f: DataFile) -> int:
+    return datetime.fromtimestamp(f.min_ts_us / 1e6, UTC).hour
 
 
 def test_missing_store_opens_with_typed_empty_views(tmp_path: Path) -> None:
@@ -89,56 +97,59 @@ def test_rows_split_by_hour_and_date(tmp_path: Path) -> None:
     for ts in (midnight - 1, midnight + 1, midnight + 3601):
         writer.write(_batch(ts))
     writer.flush()
-    names = {
-        (p.parent.name, seg.hour)
-        for p in (tmp_path / "samples").glob("date=*/replica=*")
-        for seg in list_segments(p)
-    }
-    assert names == {("date=2026-11-28", 23), ("date=2026-11-29", 0), ("date=2026-11-29", 1)}
+    names = {(f.date, _hour(f), f.replica) for f in _files(tmp_path)}
+    assert names == {("2026-11-28", 23, "rep-1"), ("2026-11-29", 0, "rep-1"), ("2026-11-29", 1, "rep-1")}
+    assert {p.parent.name for p in (tmp_path / "samples").rglob("*.parquet")} == {
+        "date=2026-11-28", "date=2026-11-29"
+    }  # fmt: skip
     con = open_store(tmp_path)
     assert con.execute("SELECT count(*) FROM samples WHERE date = DATE '2026-11-29'").fetchone() == (2,)
 
 
 def test_compaction_merges_hours_without_double_counting(tmp_path: Path) -> None:
-    policy = CompactionPolicy(chunk_segments=5, close_grace_s=60, delete_grace_s=30)
+    policy = CompactionPolicy(chunk_segments=5, close_grace_s=60, delete_grace_s=3600)
     writer = _writer(tmp_path, policy=policy)
-    for i in range(12):  # 12 segments in hour 10, then one in hour 11 (open)
+    for i in range(12):  # 12 flush files in hour 10, then one in hour 11 (open)
         writer.write(_batch(T0 + i, n=2))
         writer.flush()
     writer.write(_batch(T0 + 3600))
     writer.flush()
     con = open_store(tmp_path)
     before = con.execute("SELECT count(*), sum(value) FROM samples").fetchone()
-    folder = partition_dir(tmp_path, "samples", "2026-11-28", "rep-1")
-    now_s = T0 + 3600 + 10  # hour 10 not closed yet (grace): fresh segments merge into chunks
+    now_s = T0 + 3600 + 10  # hour 10 not closed yet (grace): fresh files merge into a chunk
     writer.compact(now_s)
     assert con.execute("SELECT count(*), sum(value) FROM samples").fetchone() == before
-    assert len(list_segments(folder)) == 13 + 1  # sources still on disk (grace), one chunk
-    writer.compact(T0 + 3600 + 120)  # hour 10 closed: one file; hour 11 keeps its segment
+    assert sorted((_hour(f), f.fresh) for f in _files(tmp_path)) == [(10, False), (11, True)]  # 12 -> 1 chunk
+    on_disk = len(list((tmp_path / "samples").rglob("*.parquet")))
+    assert on_disk == 13 + 1  # replaced files stay for readers that listed them (vacuum grace)
+    writer.write(_batch(T0 + 20))  # one more flush file in hour 10
+    writer.flush()
+    before = con.execute("SELECT count(*), sum(value) FROM samples").fetchone()
+    writer.compact(T0 + 3600 + 120)  # hour 10 closed: one file; hour 11 keeps its flush file
     assert con.execute("SELECT count(*), sum(value) FROM samples").fetchone() == before
+    assert sorted((_hour(f), f.fresh) for f in _files(tmp_path)) == [(10, False), (11, True)]
     writer.policy = CompactionPolicy(chunk_segments=5, close_grace_s=60, delete_grace_s=0)
-    writer.compact(T0 + 3600 + 180)  # past the delete grace: replaced files removed
-    segs = list_segments(folder)
-    assert [(s.hour, s.lo == s.hi) for s in segs] == [(10, False), (11, True)]
+    assert writer.vacuum() >= 14  # replaced files removed from disk, the live ones kept
+    assert len(list((tmp_path / "samples").rglob("*.parquet"))) == 2
     assert con.execute("SELECT count(*), sum(value) FROM samples").fetchone() == before
     ordered = con.execute("SELECT ts FROM samples WHERE date_part('hour', ts) = 10").fetchall()
     assert ordered == sorted(ordered)
 
 
-def test_late_segment_after_hour_compaction_is_kept(tmp_path: Path) -> None:
+def test_late_file_after_hour_compaction_is_kept(tmp_path: Path) -> None:
     writer = _writer(tmp_path, policy=CompactionPolicy(close_grace_s=0, delete_grace_s=0))
     for i in range(3):
         writer.write(_batch(T0 + i))
         writer.flush()
     writer.compact(T0 + 7200)
-    writer.write(_batch(T0 + 10))  # late row for the closed hour: new, higher sequence number
+    assert len(_files(tmp_path)) == 1
+    writer.write(_batch(T0 + 10))  # late row for the closed hour: a new file
     writer.flush()
     con = open_store(tmp_path)
     assert con.execute("SELECT count(*) FROM samples").fetchone() == (4,)
     writer.compact(T0 + 7300)
     assert con.execute("SELECT count(*) FROM samples").fetchone() == (4,)
-    writer.compact(T0 + 7400)  # replaced files go one pass later
-    assert len(list_segments(partition_dir(tmp_path, "samples", "2026-11-28", "rep-1"))) == 1
+    assert len(_files(tmp_path)) == 1
 
 
 def test_minute_rollup_matches_raw_quantiles(tmp_path: Path) -> None:
@@ -172,30 +183,34 @@ def test_minute_rollup_matches_raw_quantiles(tmp_path: Path) -> None:
 
 
 def test_retention_deletes_old_date_partitions(tmp_path: Path) -> None:
-    writer = _writer(tmp_path, retention_days=2)
+    writer = _writer(tmp_path, retention_days=2, policy=CompactionPolicy(delete_grace_s=0))
     writer.write(_batch(T0 - 5 * 86400))
     writer.write(_batch(T0))
     writer.flush()
     writer.compact(T0 + 60)
-    dates = sorted(p.name for p in (tmp_path / "samples").iterdir())
-    assert dates == ["date=2026-11-28"]
+    assert {f.date for f in _files(tmp_path)} == {"2026-11-28"}
     assert open_store(tmp_path).execute("SELECT count(*) FROM events").fetchone() == (1,)
+    writer.vacuum()
+    dates = {p.parent.name for p in (tmp_path / "samples").rglob("*.parquet")}
+    assert dates == {"date=2026-11-28"}
 
 
-def test_temp_files_ignored_and_cleaned_on_start(tmp_path: Path) -> None:
-    writer = _writer(tmp_path)
+def test_uncommitted_files_are_invisible_and_vacuumed(tmp_path: Path) -> None:
+    writer = _writer(tmp_path, policy=CompactionPolicy(delete_grace_s=0))
     writer.write(_batch(T0))
     writer.flush()
-    folder = partition_dir(tmp_path, "samples", "2026-11-28", "rep-1")
-    debris = folder / ".tmp-h10_0000000000000001_0000000000000001.parquet.99.tmp"
-    debris.write_bytes(b"PAR1 half a file")
+    # What a writer killed between upload and commit leaves: a data file no commit added.
+    debris = tmp_path / "samples" / "date=2026-11-28" / "f-0123456789abcdef.parquet"
+    debris.write_bytes((tmp_path / "samples" / _files(tmp_path)[0].path).read_bytes())
+    half = tmp_path / "samples" / "date=2026-11-28" / "f-half.parquet"
+    half.write_bytes(b"PAR1 half a file")
     assert open_store(tmp_path).execute("SELECT count(*) FROM samples").fetchone() == (1,)
+    writer.vacuum()
+    assert not debris.exists() and not half.exists()
     restarted = _writer(tmp_path)
-    assert not debris.exists()
     restarted.write(_batch(T0 + 1))
     restarted.flush()
-    segs = list_segments(folder)
-    assert len(segs) == 2 and segs[0].hi < segs[1].lo  # sequence continues after a restart
+    assert open_store(tmp_path).execute("SELECT count(*) FROM samples").fetchone() == (2,)
 
 
 def test_background_thread_flushes_and_close_flushes_rest(tmp_path: Path) -> None:
@@ -203,7 +218,7 @@ def test_background_thread_flushes_and_close_flushes_rest(tmp_path: Path) -> Non
     writer.write(_batch(T0))
     writer.close()
     assert open_store(tmp_path).execute("SELECT count(*) FROM samples").fetchone() == (1,)
-    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".tmp-")]
+    assert len(_files(tmp_path)) == 1
 
 
 @pytest.mark.parametrize("replica", ["modal/ta-01 x", "ünï"])
@@ -213,25 +228,25 @@ def test_odd_replica_ids_round_trip(tmp_path: Path, replica: str) -> None:
     writer.flush()
     con = open_store(tmp_path)
     assert con.execute("SELECT DISTINCT replica FROM samples").fetchall() == [(replica,)]
-    assert all("/" not in p.name for p in (tmp_path / "samples").glob("*/*")) and os.sep == "/"
+    assert {f.replica for f in _files(tmp_path)} == {replica}
 
 
 def test_failed_flush_keeps_rows_for_the_next_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A transient write error (full disk, Volume hiccup) must not drop the buffered rows."""
-    from enginescope.store import compaction
+    from enginescope.store import delta
 
     writer = _writer(tmp_path)
     writer.write(_batch(T0, n=3))
-    real_write = compaction.write_atomic
+    real_write = delta.StoreTable.write_file
     calls = {"n": 0}
 
-    def flaky(table, folder, name):
+    def flaky(self, arrow, date, kind="f"):
         calls["n"] += 1
-        if calls["n"] == 3:  # fail midway: some tables already written, the rest not
+        if calls["n"] == 3:  # fail midway: some tables already committed, the rest not
             raise OSError(28, "No space left on device")
-        return real_write(table, folder, name)
+        return real_write(self, arrow, date, kind)
 
-    monkeypatch.setattr(compaction, "write_atomic", flaky)
+    monkeypatch.setattr(delta.StoreTable, "write_file", flaky)
     with pytest.raises(OSError):
         writer.flush()
     writer.write(_batch(T0 + 1))

@@ -1,9 +1,12 @@
 """The sink's backlog: serialized OTLP requests, bounded by the memory they hold.
 
-Each batch is encoded once, at enqueue time, into ``ExportMetricsServiceRequest`` protobuf
-bytes (compressed when the export is compressed) and only those bytes are kept. Protobuf
-messages concatenate: the bytes of two requests, joined, parse as one request holding the
-``resource_metrics`` of both, so a chunk of batches becomes one request without decoding.
+Each export is encoded and compressed exactly once, at enqueue time, into the bytes the
+wire wants (``ExportMetricsServiceRequest`` protobuf; gzip/deflate for OTLP/HTTP, plain for
+gRPC, which compresses the message itself) and only those bytes are kept. Protobuf messages
+concatenate: the bytes of two requests, joined, parse as one request holding the
+``resource_metrics`` of both. Gzip members concatenate too (RFC 1952 §2.2; Go's and Python's
+readers decode multi-member streams), so a chunk of gzip entries is joined as stored, never
+decompressed and recompressed. Deflate (zlib) streams do not concatenate: one entry per request.
 """
 
 from __future__ import annotations
@@ -64,11 +67,18 @@ def encode_entry(data: MetricsData, encoding: str) -> Entry:
     return Entry(compress(raw, encoding), encoding, len(raw), count_points(data))
 
 
+def joinable(encoding: str) -> bool:
+    """Whether stored payloads of this encoding can be joined into one request as they are."""
+    return encoding in ("none", "gzip")
+
+
 def request_body(chunk: list[Entry], encoding: str) -> bytes:
-    """One request from a chunk of entries, in the wire ``encoding`` (none for gRPC, which
-    compresses by itself). A single entry already in that encoding is sent as stored."""
+    """One request from a chunk of entries stored in the wire ``encoding``: joined as stored."""
     if len(chunk) == 1 and chunk[0].encoding == encoding:
         return chunk[0].payload
+    if all(e.encoding == encoding for e in chunk) and joinable(encoding):
+        return b"".join(e.payload for e in chunk)
+    # Only reached when entries were stored for another encoding (not by OtlpSink).
     raw = b"".join(decompress(e.payload, e.encoding) for e in chunk)
     return compress(raw, encoding)
 
@@ -117,7 +127,10 @@ class Backlog:
     def take(self, max_request_bytes: int) -> list[Entry]:
         """Move the oldest entries, up to ``max_request_bytes`` serialized (at least one), in flight."""
         chunk, size = [], 0
-        while self.queued and (not chunk or size + self.queued[0].raw_bytes <= max_request_bytes):
+        while self.queued and (
+            not chunk
+            or (size + self.queued[0].raw_bytes <= max_request_bytes and joinable(self.queued[0].encoding))
+        ):
             entry = self.queued.popleft()
             chunk.append(entry)
             size += entry.raw_bytes

@@ -23,6 +23,11 @@ HTTP_METRICS_PATH = "/v1/metrics"
 DEFAULT_BACKLOG_BYTES = 16 * 1024 * 1024
 # Datadog's direct intake rejects requests over ~500 KB uncompressed; stay under it everywhere.
 DEFAULT_MAX_REQUEST_BYTES = 480_000
+# A series not scraped for this long leaves the export (a gone pid/rank, a relabelled model).
+DEFAULT_SERIES_TTL_S = 300.0
+# OTel SDK's default cardinality limit per instrument is 2000; the whole sink gets 10000.
+DEFAULT_MAX_SERIES = 10_000
+GENAI_OPERATIONS = ("chat", "text_completion", "embeddings", "generate_content")
 REDACTED = "***"
 
 
@@ -64,7 +69,10 @@ class OtlpConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # serialized, before compression
     retry_initial_s: float = 1.0
     retry_max_s: float = 60.0
-    genai_operation: str = "chat"  # gen_ai.operation.name (required by the GenAI conventions)
+    # gen_ai.operation.name when the engine's labels do not say (required by the conventions)
+    genai_operation: str = "chat"
+    series_ttl_s: float = DEFAULT_SERIES_TTL_S
+    max_series: int = DEFAULT_MAX_SERIES
     _secrets: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -103,7 +111,8 @@ class OtlpConfig:
             f"headers=[{header_names}]={REDACTED if self.headers else ''}, "
             f"compression={self.compression}, timeout_s={self.timeout_s}, "
             f"temporality={self.temporality.value}, interval_s={self.interval_s}, names={self.names.value}, "
-            f"backlog_bytes={self.backlog_bytes}, max_request_bytes={self.max_request_bytes})"
+            f"backlog_bytes={self.backlog_bytes}, max_request_bytes={self.max_request_bytes}, "
+            f"series_ttl_s={self.series_ttl_s}, max_series={self.max_series})"
         )
 
     __str__ = __repr__
@@ -150,6 +159,12 @@ class OtlpConfig:
         max_request = _positive_int(
             flags.get("otlp_max_request_bytes"), DEFAULT_MAX_REQUEST_BYTES, "--otlp-max-request-bytes"
         )
+        ttl_flag = flags.get("otlp_series_ttl_s")
+        series_ttl_s = (
+            DEFAULT_SERIES_TTL_S if ttl_flag is None else _positive_float(ttl_flag, "--otlp-series-ttl-s")
+        )
+        max_series = _positive_int(flags.get("otlp_max_series"), DEFAULT_MAX_SERIES, "--otlp-max-series")
+        operation = flags.get("otlp_genai_operation") or "chat"
         return cls(
             endpoint=endpoint,
             protocol=protocol,
@@ -164,6 +179,9 @@ class OtlpConfig:
             names=names,
             backlog_bytes=backlog_bytes,
             max_request_bytes=min(max_request, backlog_bytes),
+            genai_operation=operation,
+            series_ttl_s=series_ttl_s,
+            max_series=max_series,
         )
 
 
@@ -329,6 +347,21 @@ def add_otlp_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help=f"max memory held by unsent data: serialized OTLP, compressed if --otlp-compression "
         f"(default {DEFAULT_BACKLOG_BYTES})",
+    )
+    add(
+        "--otlp-series-ttl-s",
+        type=float,
+        help=f"a series not scraped for this long stops being exported (default {DEFAULT_SERIES_TTL_S:g})",
+    )
+    add(
+        "--otlp-max-series",
+        type=int,
+        help=f"cap on exported series; more fold into otel.metric.overflow=true (default {DEFAULT_MAX_SERIES})",
+    )
+    add(
+        "--otlp-genai-operation",
+        choices=GENAI_OPERATIONS,
+        help="gen_ai.operation.name when the engine's labels carry no endpoint (default chat)",
     )
     add(
         "--otlp-max-request-bytes",

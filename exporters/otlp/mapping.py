@@ -1,21 +1,25 @@
-"""Batch -> OTLP ``MetricsData`` (SDK data objects), with no I/O.
+"""Batch -> OTLP ``MetricsData`` on the reader's clock, with no I/O.
 
-The SDK has no API for pre-aggregated data, so this module owns what a MeterProvider would:
-series start times, cumulative accumulation and delta conversion.
+The SDK has no API for pre-aggregated data, so this module owns what a MeterProvider would,
+through the shared :class:`~enginescope.collectors.cumulative.CumulativeState`:
 
-- Cumulative: a counter or histogram series adds up the per-interval increases since its
-  start (``start_time_unix_nano``). A reset (raw value going down, an ``engine_restart``
-  event, changed bucket bounds) starts a new series just after the previous point.
-- Delta: each point carries one interval's increase (start = interval start); never negative.
-- Histograms keep the engine's own bucket bounds.
+- :meth:`OtlpMapper.update` folds every batch (one per scrape) into per-series state;
+  :meth:`OtlpMapper.collect` builds one export (the periodic reader's collect). Cumulative:
+  every live series, idle ones included, total since a stable start time. Delta: the change
+  since the previous collect. Gauges: the last value.
+- Histograms keep the engine's own bucket bounds; a histogram the engine exposes but nobody
+  observed in the interval (``Batch.series``) stays exported.
+- A series not updated for ``series_ttl_s`` leaves; every engine series leaves while the
+  engine is down; at most ``max_series`` series, the rest fold into ``otel.metric.overflow``.
+- Attributes: engine labels are prefixed with the engine (``sglang.tp_rank``); the engine's
+  ``model_name`` label is ``gen_ai.request.model``; GenAI attributes follow the identity at
+  export time, so a model learned after the first scrape does not leave a second series.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -33,6 +37,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from enginescope import __version__
+from enginescope.collectors.cumulative import CumulativeState, Point
 from enginescope.collectors.model import (
     Batch,
     EventKind,
@@ -41,16 +46,17 @@ from enginescope.collectors.model import (
     Identity,
     Labels,
     SampleRow,
+    SeriesRow,
     SignalRow,
 )
+from enginescope.collectors.signals import SLOWDOWN_MASK
 from enginescope.exporters.otlp import names as N
 from enginescope.exporters.otlp.config import NameStyle, OtlpConfig
 
-SCOPE = InstrumentationScope("enginescope", __version__)
+SCOPE = InstrumentationScope("enginescope", __version__, N.SCHEMA_URL)
 NS_PER_S = 1_000_000_000
-Attrs = tuple[tuple[str, str], ...]
-SeriesKey = tuple[str, Attrs]
 CUMULATIVE, DELTA = AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA
+_ENGINES = ("sglang", "vllm")
 
 
 def build_resource(identity: Identity, config: OtlpConfig) -> Resource:
@@ -74,277 +80,257 @@ def build_resource(identity: Identity, config: OtlpConfig) -> Resource:
     attrs.update(dict(config.resource_attributes))  # OTEL_RESOURCE_ATTRIBUTES beats detection
     if config.service_name:
         attrs["service.name"] = config.service_name  # OTEL_SERVICE_NAME beats everything
-    return Resource({k: v for k, v in attrs.items() if v})
+    return Resource({k: v for k, v in attrs.items() if v}, N.SCHEMA_URL)
 
 
 def _ns(ts_s: float) -> int:
     return int(round(ts_s * NS_PER_S))
 
 
-def _per_bucket(cumulative: Iterable[float]) -> list[int]:
-    """Prometheus cumulative ``le`` counts -> OTLP per-bucket counts (never negative)."""
-    out, previous = [], 0.0
-    for value in cumulative:
-        out.append(max(0, int(round(value - previous))))
-        previous = max(previous, value)
-    return out
-
-
-@dataclass(slots=True)
-class _SumState:
-    start_ns: int
-    last_ns: int
-    total: float = 0.0
-    last_raw: float | None = None
-
-
-@dataclass(slots=True)
-class _HistState:
-    start_ns: int
-    last_ns: int
-    bounds: tuple[float, ...]
-    buckets: list[int]
-    sum: float = 0.0
-
-
-@dataclass
-class _Pending:
-    """Points of one batch grouped by metric name (one OTLP Metric per name)."""
-
-    meta: dict[str, N.OtelName] = field(default_factory=dict)
-    points: dict[str, list] = field(default_factory=lambda: defaultdict(list))
-
-    def add(self, meta: N.OtelName, name: str, point: object) -> None:
-        self.meta.setdefault(name, meta)
-        self.points[name].append(point)
-
-
 class OtlpMapper:
-    """Stateful converter: call :meth:`convert` with every batch, in time order."""
+    """Stateful: :meth:`update` with every batch in time order, :meth:`collect` per export."""
 
     def __init__(self, config: OtlpConfig, identity: Identity) -> None:
         self.config = config
         self.identity = identity
         self._resource = build_resource(identity, config)
-        self._sums: dict[SeriesKey, _SumState] = {}
-        self._hists: dict[SeriesKey, _HistState] = {}
-        self._engine_reset: set[SeriesKey] = set()
-        self.clamped_negative = 0  # increases < 0 seen in input (should not happen)
+        self.state = CumulativeState(config.series_ttl_s, config.max_series)
+        self._meta: dict[str, N.OtelName] = {}
+        self._engine_names: set[str] = set()  # series that leave while the engine is down
+        self._gpu_ids: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._gpu_last_s: dict[str, float] = {}
+        self.expired_series = 0
 
-    def convert(self, batch: Batch) -> MetricsData | None:
+    # -- the reader's two halves -------------------------------------------------------
+
+    def update(self, batch: Batch) -> None:
         if batch.identity != self.identity:  # engine and model become known after the first scrape
             self.identity = batch.identity
             self._resource = build_resource(batch.identity, self.config)
-        out = _Pending()
-        if any(e.kind == EventKind.ENGINE_RESTART for e in batch.events):
-            self._engine_reset = {k for k in (*self._sums, *self._hists) if not k[0].startswith("hw.")}
+        self._lifecycle(batch)
         native = self.config.names is NameStyle.NATIVE
         for row in batch.histograms:
-            self._histogram(out, row, native)
+            self._histogram(row, native)
+        for series in batch.series:  # after the rows: a new series starts with its first interval
+            self._idle_histogram(series, native)
         if native:
             for sample in batch.samples:
-                self._sample(out, sample)
+                self._sample(sample)
         else:
             for signal in batch.signals:
-                self._signal(out, signal)
+                self._signal(signal)
         for gpu in batch.gpu:
-            self._gpu(out, gpu)
-        self._events(out, batch)
-        if not out.points:
+            self._gpu(gpu)
+        self._events(batch)
+
+    def collect(self, now_s: float) -> MetricsData | None:
+        """One export's data (None when there is nothing to send)."""
+        self.expired_series += self.state.expire(now_s)
+        kinds = {"histogram"} if self.config.delta_histograms else set()
+        if self.config.delta_counters:
+            kinds.add("counter")
+        by_name: dict[str, list] = defaultdict(list)
+        for point in self.state.collect(now_s, delta=kinds):
+            meta = self._meta[point.name]
+            by_name[point.name].append(self._point(meta, point))
+        if not by_name:
             return None
-        metrics = [self._metric(name, out.meta[name], points) for name, points in out.points.items()]
-        scope = ScopeMetrics(scope=SCOPE, metrics=metrics, schema_url="")
-        return MetricsData([ResourceMetrics(resource=self._resource, scope_metrics=[scope], schema_url="")])
+        metrics = [self._metric(name, self._meta[name], points) for name, points in by_name.items()]
+        scope = ScopeMetrics(scope=SCOPE, metrics=metrics, schema_url=N.SCHEMA_URL)
+        return MetricsData([ResourceMetrics(self._resource, [scope], N.SCHEMA_URL)])
+
+    def convert(self, batch: Batch, now_s: float | None = None) -> MetricsData | None:
+        """``update`` then ``collect`` at the batch's time: one export per batch (tests, tools)."""
+        self.update(batch)
+        return self.collect(now_s if now_s is not None else _batch_time(batch))
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _lifecycle(self, batch: Batch) -> None:
+        kinds = {e.kind: e.ts_s for e in batch.events}
+        if EventKind.ENGINE_RESTART in kinds:
+            self.state.restart(kinds[EventKind.ENGINE_RESTART], lambda name, _: name in self._engine_names)
+        down = EventKind.ENGINE_DOWN in kinds or any(
+            s.signal == "engine_up" and s.value == 0 for s in batch.signals
+        )
+        if down:  # an engine that is down has no current values: its series leave now
+            self.state.forget(lambda name, _: name in self._engine_names)
 
     # -- series kinds ------------------------------------------------------------------
 
-    def _histogram(self, out: _Pending, row: HistogramRow, native: bool) -> None:
-        meta = None if native else N.HISTOGRAM_SIGNALS.get(row.signal or "")
+    def _histogram_meta(self, metric: str, signal: str | None, native: bool) -> N.OtelName:
+        meta = None if native else N.for_signal(signal or "")
         if meta is None:
-            name = row.metric if native else N.otel_safe(row.metric)
-            meta = N.OtelName(name, N.guess_unit(row.metric), N.Kind.HISTOGRAM)
+            name = metric if native else N.otel_safe(metric)
+            meta = N.OtelName(name, N.guess_unit(metric), N.Kind.HISTOGRAM, genai=not native)
+        return self._known(meta, engine=True)
+
+    def _histogram(self, row: HistogramRow, native: bool) -> None:
         if not row.bounds or len(row.bounds) != len(row.counts):
             return
-        attrs = self._attrs(meta, row.labels)
-        bounds, buckets = _otlp_buckets(row.bounds, row.counts)
-        ts_ns, interval_start_ns = _ns(row.ts_s), _ns(row.ts_s - row.interval_s)
-        key = (meta.name, attrs)
-        state = self._hists.get(key)
-        if state is None or state.bounds != bounds or key in self._engine_reset:
-            self._engine_reset.discard(key)
-            start = interval_start_ns if state is None else max(interval_start_ns, state.last_ns + 1)
-            state = _HistState(start, ts_ns, bounds, [0] * len(buckets))
-            self._hists[key] = state
-        state.buckets = [a + b for a, b in zip(state.buckets, buckets, strict=True)]
-        state.sum += row.sum
-        state.last_ns = ts_ns
-        if self.config.delta_histograms:
-            point = _hist_point(attrs, interval_start_ns, ts_ns, bounds, buckets, row.sum)
+        meta = self._histogram_meta(row.metric, row.signal, native)
+        attrs = self._attrs(meta, row.metric, row.labels, native)
+        self.state.add_histogram(
+            meta.name, attrs, row.bounds, row.counts, row.sum, row.count, row.ts_s, row.interval_s
+        )
+
+    def _idle_histogram(self, row: SeriesRow, native: bool) -> None:
+        if row.type != "histogram" or not row.bounds:
+            return
+        meta = self._histogram_meta(row.metric, row.signal, native)
+        self.state.touch_histogram(
+            meta.name, self._attrs(meta, row.metric, row.labels, native), row.bounds, row.ts_s
+        )
+
+    def _signal(self, row: SignalRow) -> None:
+        meta = N.for_signal(row.signal)
+        if meta is None:
+            return  # GPU aggregates (exported per device) and unregistered names
+        meta = self._known(meta, engine=row.signal != "engine_up")
+        attrs = self._attrs(meta, "", row.labels, False)
+        if meta.kind is N.Kind.COUNTER:
+            self.state.add(meta.name, attrs, row.value, row.ts_s, row.interval_s)
         else:
-            point = _hist_point(attrs, state.start_ns, ts_ns, bounds, state.buckets, state.sum)
-        out.add(meta, meta.name, point)
+            self.state.set(meta.name, attrs, row.value, row.ts_s)
 
-    def _signal(self, out: _Pending, row: SignalRow) -> None:
-        if row.signal in N.GAUGE_SIGNALS:
-            meta = N.GAUGE_SIGNALS[row.signal]
-            attrs = self._attrs(meta, row.labels)
-            out.add(
-                meta, meta.name, NumberDataPoint(dict(attrs), _ns(row.ts_s), _ns(row.ts_s), float(row.value))
-            )
-        elif row.signal in N.COUNTER_SIGNALS:
-            meta = N.COUNTER_SIGNALS[row.signal]
-            self._increase(out, meta, self._attrs(meta, row.labels), row.ts_s, row.interval_s, row.value)
-        elif not row.signal.startswith(N.GPU_AGGREGATE_PREFIX):
-            meta = N.OtelName(f"enginescope.{row.signal}", N.guess_unit(row.signal), N.Kind.GAUGE)
-            attrs = self._attrs(meta, row.labels)
-            out.add(
-                meta, meta.name, NumberDataPoint(dict(attrs), _ns(row.ts_s), _ns(row.ts_s), float(row.value))
-            )
-
-    def _sample(self, out: _Pending, row: SampleRow) -> None:
-        """Native names: raw engine gauges as gauges, counters as monotonic sums."""
+    def _sample(self, row: SampleRow) -> None:
+        """Native names: raw engine gauges as gauges, counters as monotonic sums of raw totals."""
         if not math.isfinite(row.value):
             return
-        if row.type != "counter":
-            meta = N.OtelName(row.metric, N.guess_unit(row.metric), N.Kind.GAUGE)
-            point = NumberDataPoint(dict(row.labels), _ns(row.ts_s), _ns(row.ts_s), float(row.value))
-            out.add(meta, row.metric, point)
-            return
-        meta = N.OtelName(row.metric, N.guess_unit(row.metric), N.Kind.COUNTER)
-        self._raw_counter(out, meta, tuple(row.labels), row.ts_s, row.value, row.delta, row.interval_s)
-
-    def _gpu(self, out: _Pending, row: GpuRow) -> None:
-        used: set[str] = set()
-        base = (("hw.id", row.gpu_uuid),)
-        for fields, meta in N.GPU_FIELDS:
-            fname = next((f for f in fields if isinstance(row.fields.get(f), int | float)), None)
-            if fname is None or meta.name in used:
-                continue
-            used.add(meta.name)
-            used.add(fname)
-            value = float(row.fields[fname]) * meta.scale  # type: ignore[arg-type]
-            self._gpu_value(out, meta, base, row.ts_s, value)
-        reasons_field = next((f for f in N.GPU_REASONS_FIELDS if isinstance(row.fields.get(f), int)), None)
-        if reasons_field:
-            used.add(reasons_field)
-            mask = int(row.fields[reasons_field])  # type: ignore[arg-type]
-            for bit, reason in N.CLOCK_EVENT_REASONS.items():
-                attrs = (*base, (N.GPU_REASON_ATTR, reason))
-                point = NumberDataPoint(dict(attrs), _ns(row.ts_s), _ns(row.ts_s), 1.0 if mask & bit else 0.0)
-                out.add(N.GPU_REASON, N.GPU_REASON.name, point)
-        for fname, value in sorted(row.fields.items()):
-            if fname in used or fname in N.GPU_IDENTITY_FIELDS or isinstance(value, bool):
-                continue
-            if isinstance(value, int | float) and math.isfinite(value):
-                meta = N.OtelName(f"enginescope.gpu.{fname}", N.guess_unit(fname), N.Kind.GAUGE)
-                self._gpu_value(out, meta, base, row.ts_s, float(value))
-
-    def _gpu_value(self, out: _Pending, meta: N.OtelName, base: Attrs, ts_s: float, value: float) -> None:
-        attrs = (*base, *meta.attributes)
-        if meta.name == "hw.temperature":  # a temperature sensor whose parent is the GPU
-            attrs = (("hw.id", f"{base[0][1]}-temp"), ("hw.parent", base[0][1]), ("hw.type", "temperature"))
-        if meta.kind is N.Kind.COUNTER:
-            self._raw_counter(out, meta, attrs, ts_s, value, None, None)
-        elif meta.kind is N.Kind.UPDOWN:
-            state = self._sums.setdefault((meta.name, attrs), _SumState(_ns(ts_s), _ns(ts_s)))
-            out.add(meta, meta.name, NumberDataPoint(dict(attrs), state.start_ns, _ns(ts_s), value))
+        kind = N.Kind.COUNTER if row.type == "counter" else N.Kind.GAUGE
+        meta = self._known(N.OtelName(row.metric, N.guess_unit(row.metric), kind), engine=True)
+        if kind is N.Kind.COUNTER:
+            self.state.add_total(row.metric, row.labels, row.value, row.ts_s)
         else:
-            out.add(meta, meta.name, NumberDataPoint(dict(attrs), _ns(ts_s), _ns(ts_s), value))
+            self.state.set(meta.name, row.labels, row.value, row.ts_s)
 
-    def _events(self, out: _Pending, batch: Batch) -> None:
+    def _gpu(self, row: GpuRow) -> None:
+        base = self._gpu_identity(row)
+        ts_s, fields = row.ts_s, row.fields
+        previous_s = self._gpu_last_s.get(row.gpu_uuid)
+        self._gpu_last_s[row.gpu_uuid] = ts_s
+        for column, value in fields.items():
+            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+                continue
+            if column in N.GPU_COLUMNS:
+                self._gpu_value(N.GPU_COLUMNS[column], base, ts_s, float(value))
+            elif column in N.GPU_TEMPERATURES:
+                self._temperature(row.gpu_uuid, column, ts_s, float(value))
+            elif column in N.GPU_IO_COLUMNS and previous_s is not None and ts_s > previous_s:
+                meta = self._known(N.GPU_IO)
+                attrs = (*base, *meta.attributes, ("network.io.direction", N.GPU_IO_COLUMNS[column]))
+                self.state.add(
+                    meta.name, tuple(sorted(attrs)), value * (ts_s - previous_s), ts_s, ts_s - previous_s
+                )
+        used, total = fields.get("fb_used_bytes"), fields.get("fb_total_bytes")
+        if isinstance(used, int | float) and isinstance(total, int | float) and total > 0:
+            self._gpu_value(N.GPU_MEMORY_UTILIZATION, base, ts_s, float(used) / float(total))
+        mask = fields.get(N.GPU_REASONS_COLUMN)
+        if isinstance(mask, int) and not isinstance(mask, bool):
+            for bit, reason in N.CLOCK_EVENT_REASONS.items():
+                self._gpu_value(
+                    N.GPU_REASON, (*base, (N.GPU_REASON_ATTR, reason)), ts_s, float(bool(mask & bit))
+                )
+        degraded = (isinstance(mask, int) and bool(mask & SLOWDOWN_MASK)) or bool(
+            fields.get("row_remap_failure")
+        )
+        for state in N.GPU_STATES:
+            on = degraded if state == "degraded" else not degraded
+            self._gpu_value(N.GPU_STATUS, (*base, ("hw.state", state)), ts_s, float(on))
+
+    def _gpu_identity(self, row: GpuRow) -> tuple[tuple[str, str], ...]:
+        known = dict(self._gpu_ids.get(row.gpu_uuid, ()))
+        known["hw.id"] = row.gpu_uuid
+        for column, attr in N.GPU_IDENTITY.items():
+            value = row.fields.get(column)
+            if isinstance(value, str) and value:
+                known[attr] = value
+        index = row.fields.get("gpu_index")
+        if isinstance(index, int):
+            known["hw.name"] = f"gpu{index}"
+        if (
+            "hw.model" in known
+            and "hw.vendor" not in known
+            and known["hw.model"].upper().startswith("NVIDIA")
+        ):
+            known["hw.vendor"] = "NVIDIA"
+        ids = tuple(sorted(known.items()))
+        self._gpu_ids[row.gpu_uuid] = ids
+        return ids
+
+    def _gpu_value(
+        self, meta: N.OtelName, base: tuple[tuple[str, str], ...], ts_s: float, value: float
+    ) -> None:
+        meta = self._known(meta)
+        attrs = tuple(sorted({**dict(base), **dict(meta.attributes)}.items()))
+        if meta.kind is N.Kind.COUNTER:
+            self.state.add_total(meta.name, attrs, value * meta.scale, ts_s)
+        else:
+            self.state.set(meta.name, attrs, value * meta.scale, ts_s)
+
+    def _temperature(self, uuid: str, column: str, ts_s: float, value: float) -> None:
+        suffix, _ = N.GPU_TEMPERATURES[column]
+        meta = self._known(N.TEMPERATURE)
+        attrs = (("hw.id", f"{uuid}-{suffix}"), ("hw.parent", uuid), ("hw.type", "temperature"))
+        self.state.set(meta.name, attrs, value, ts_s)
+
+    def _events(self, batch: Batch) -> None:
         counts: dict[str, tuple[int, float]] = {}
         for event in batch.events:
             n, last = counts.get(event.kind, (0, event.ts_s))
             counts[event.kind] = (n + 1, max(last, event.ts_s))
+        meta = self._known(N.EVENTS)
         for kind, (n, ts_s) in sorted(counts.items()):
-            attrs = ((N.EVENT_KIND_ATTR, kind),)
-            key = (N.EVENTS.name, attrs)
-            previous = self._sums.get(key)
-            interval_s = (ts_s - previous.last_ns / NS_PER_S) if previous else 0.0
-            self._increase(out, N.EVENTS, attrs, ts_s, max(interval_s, 0.0), float(n))
-
-    # -- accumulation --------------------------------------------------------------------
-
-    def _increase(
-        self, out: _Pending, meta: N.OtelName, attrs: Attrs, ts_s: float, interval_s: float, increase: float
-    ) -> None:
-        """A counter given as the increase over ``interval_s`` ending at ``ts_s``."""
-        if increase < 0:
-            self.clamped_negative += 1
-            increase = 0.0
-        ts_ns, start_ns = _ns(ts_s), _ns(ts_s - interval_s)
-        key = (meta.name, attrs)
-        state = self._sums.get(key)
-        if state is None or key in self._engine_reset:
-            self._engine_reset.discard(key)
-            start = start_ns if state is None else max(start_ns, state.last_ns + 1)
-            state = self._sums[key] = _SumState(start, ts_ns)
-        state.total += increase
-        state.last_ns = ts_ns
-        self._emit_sum(out, meta, attrs, state, start_ns, ts_ns, increase)
-
-    def _raw_counter(
-        self,
-        out: _Pending,
-        meta: N.OtelName,
-        attrs: Attrs,
-        ts_s: float,
-        value: float,
-        delta: float | None,
-        interval_s: float | None,
-    ) -> None:
-        """A counter given as its raw total; ``delta`` is the reset-aware increase if known."""
-        ts_ns = _ns(ts_s)
-        key = (meta.name, attrs)
-        state = self._sums.get(key)
-        if state is None:
-            state = self._sums[key] = _SumState(ts_ns, ts_ns, last_raw=value)
-            if delta is None:
-                return  # baseline: the increase is known from the next reading on
-            state.start_ns = _ns(ts_s - interval_s) if interval_s else ts_ns
-        reset = state.last_raw is not None and value < state.last_raw
-        reset = reset or key in self._engine_reset
-        if delta is None:
-            delta = value if reset or state.last_raw is None else value - state.last_raw
-        if delta < 0:
-            self.clamped_negative += 1
-            delta = 0.0
-        previous_ns = state.last_ns
-        if reset:
-            self._engine_reset.discard(key)
-            state.start_ns, state.total = previous_ns + 1, 0.0
-        state.total += delta
-        state.last_ns, state.last_raw = ts_ns, value
-        interval_start = _ns(ts_s - interval_s) if interval_s else previous_ns
-        self._emit_sum(out, meta, attrs, state, interval_start, ts_ns, delta)
-
-    def _emit_sum(
-        self,
-        out: _Pending,
-        meta: N.OtelName,
-        attrs: Attrs,
-        state: _SumState,
-        interval_start_ns: int,
-        ts_ns: int,
-        increase: float,
-    ) -> None:
-        if self.config.delta_counters:
-            point = NumberDataPoint(dict(attrs), interval_start_ns, ts_ns, increase)
-        else:
-            point = NumberDataPoint(dict(attrs), state.start_ns, ts_ns, state.total)
-        out.add(meta, meta.name, point)
+            self.state.add(meta.name, ((N.EVENT_KIND_ATTR, kind),), float(n), ts_s, 0.0)
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _attrs(self, meta: N.OtelName, labels: Labels) -> Attrs:
-        attrs = dict(labels)
-        attrs.update(meta.attributes)
-        if meta.genai:
-            attrs["gen_ai.operation.name"] = self.config.genai_operation
-            attrs["gen_ai.provider.name"] = self.identity.engine
-            if self.identity.model:
-                attrs["gen_ai.request.model"] = self.identity.model
+    def _known(self, meta: N.OtelName, engine: bool = False) -> N.OtelName:
+        """Register the metric's name-level facts (unit, kind, description); returns ``meta``."""
+        self._meta.setdefault(meta.name, meta)
+        if engine:
+            self._engine_names.add(meta.name)
+        return meta
+
+    def _attrs(self, meta: N.OtelName, metric: str, labels: Labels, native: bool) -> Labels:
+        """Series attributes (the state's key). GenAI ones are filled in at export."""
+        if native:
+            return tuple(sorted({**dict(labels), **dict(meta.attributes)}.items()))
+        prefix = next((e for e in _ENGINES if metric.startswith(e)), "enginescope")
+        attrs: dict[str, str] = dict(meta.attributes)
+        for name, value in labels:
+            if name == "model_name":
+                attrs["gen_ai.request.model"] = value
+            elif name in ("endpoint", "path") and N.operation_for_endpoint(value):
+                attrs["gen_ai.operation.name"] = N.operation_for_endpoint(value) or ""
+            else:
+                attrs[f"{prefix}.{name}"] = value
         return tuple(sorted(attrs.items()))
+
+    def _genai(self, attrs: dict[str, str]) -> dict[str, str]:
+        attrs.setdefault("gen_ai.operation.name", self.config.genai_operation)
+        if self.identity.engine != "unknown":
+            attrs.setdefault("gen_ai.provider.name", self.identity.engine)
+        if self.identity.model:
+            attrs.setdefault("gen_ai.request.model", self.identity.model)
+        return attrs
+
+    def _point(self, meta: N.OtelName, p: Point) -> object:
+        attrs = dict(p.labels)
+        if meta.genai and self.config.names is NameStyle.SEMCONV:
+            attrs = self._genai(attrs)
+        start_ns, ts_ns = _ns(p.start_s), _ns(p.time_s)
+        if p.kind == "histogram":
+            bounds, buckets = _otlp_buckets(p.bounds, p.counts)
+            return HistogramDataPoint(
+                attributes=attrs, start_time_unix_nano=start_ns, time_unix_nano=ts_ns, count=sum(buckets),
+                sum=p.sum, bucket_counts=buckets, explicit_bounds=list(bounds),
+                min=None,  # type: ignore[arg-type]  # unknown for pre-aggregated engine buckets
+                max=None,  # type: ignore[arg-type]
+            )  # fmt: skip
+        if meta.kind is N.Kind.GAUGE:
+            return NumberDataPoint(attrs, ts_ns, ts_ns, p.value)
+        return NumberDataPoint(attrs, start_ns, ts_ns, p.value)
 
     def _metric(self, name: str, meta: N.OtelName, points: list) -> Metric:
         if meta.kind is N.Kind.HISTOGRAM:
@@ -357,30 +343,23 @@ class OtlpMapper:
             data = Sum(data_points=points, aggregation_temporality=CUMULATIVE, is_monotonic=False)
         else:
             data = Gauge(data_points=points)
-        return Metric(name=name, description="", unit=meta.unit, data=data)
+        return Metric(name=name, description=meta.description, unit=meta.unit, data=data)
+
+
+def _batch_time(batch: Batch) -> float:
+    rows = (*batch.histograms, *batch.samples, *batch.signals, *batch.gpu, *batch.events, *batch.series)
+    return max((r.ts_s for r in rows), default=0.0)
 
 
 def _otlp_buckets(
     bounds: tuple[float, ...], cumulative: tuple[float, ...]
 ) -> tuple[tuple[float, ...], list[int]]:
-    """Engine ``le`` bounds (last +Inf) -> OTLP explicit bounds and per-bucket counts."""
-    buckets = _per_bucket(cumulative)
+    """Engine ``le`` bounds (last +Inf) and cumulative counts -> OTLP explicit bounds and
+    per-bucket counts (never negative)."""
+    buckets, previous = [], 0.0
+    for value in cumulative:
+        buckets.append(max(0, int(round(value - previous))))
+        previous = max(previous, value)
     if math.isinf(bounds[-1]):
         return tuple(bounds[:-1]), buckets
     return tuple(bounds), [*buckets, 0]
-
-
-def _hist_point(
-    attrs: Attrs, start_ns: int, ts_ns: int, bounds: tuple[float, ...], buckets: list[int], total: float
-) -> HistogramDataPoint:
-    return HistogramDataPoint(
-        attributes=dict(attrs),
-        start_time_unix_nano=start_ns,
-        time_unix_nano=ts_ns,
-        count=sum(buckets),
-        sum=total,
-        bucket_counts=list(buckets),
-        explicit_bounds=list(bounds),
-        min=None,  # type: ignore[arg-type]  # unknown for pre-aggregated engine buckets
-        max=None,  # type: ignore[arg-type]
-    )

@@ -1,8 +1,12 @@
-"""Which OTLP name, unit and instrument each enginescope series gets.
+"""OTel naming of enginescope series: instrument names and attributes only.
 
-Semantic conventions where one exists (GenAI server histograms, hardware GPU metrics;
-units per UCUM as the conventions use them: s, By, W, J, Cel, 1), ``enginescope.*`` for the
-rest. The tables are public: dashboards and Collector configs are written against them.
+Kinds, units and descriptions of canonical signals come from the one registry
+(``enginescope.collectors.signals``); this module adds the OTel instrument name (a semantic
+convention where one exists) and fixed attributes. Conventions followed: OpenTelemetry
+semantic conventions v1.41.0, GenAI server metrics (``gen_ai.server.*``) and hardware GPU
+metrics (``hw.gpu.*``, ``hw.errors``, ``hw.status``, ``hw.power``, ``hw.energy``,
+``hw.temperature``); see docs/otlp.md. Everything without a convention is ``enginescope.*``,
+named without units (the unit travels in the instrument's UCUM unit field).
 """
 
 from __future__ import annotations
@@ -11,7 +15,11 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from enginescope.collectors.signals import THROTTLE_REASONS
+from enginescope.collectors.gpu_fields import IDENTITY_COLUMNS
+from enginescope.collectors.signals import SIGNALS, THROTTLE_REASONS, Scope
+from enginescope.collectors.signals import Kind as SignalKind
+
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.41.0"
 
 
 class Kind(StrEnum):
@@ -29,84 +37,154 @@ class OtelName:
     attributes: tuple[tuple[str, str], ...] = ()
     genai: bool = False  # add gen_ai.operation.name / provider.name / request.model
     scale: float = 1.0  # multiply the source value (e.g. percent -> ratio)
+    description: str = ""
 
 
-H, G, C = Kind.HISTOGRAM, Kind.GAUGE, Kind.COUNTER
+H, G, C, U = Kind.HISTOGRAM, Kind.GAUGE, Kind.COUNTER, Kind.UPDOWN
+_KINDS = {SignalKind.HISTOGRAM: H, SignalKind.GAUGE: G, SignalKind.COUNTER: C}
 
-HISTOGRAM_SIGNALS: dict[str, OtelName] = {
-    "ttft_seconds": OtelName("gen_ai.server.time_to_first_token", "s", H, genai=True),
-    "tpot_seconds": OtelName("gen_ai.server.time_per_output_token", "s", H, genai=True),
-    "e2e_seconds": OtelName("gen_ai.server.request.duration", "s", H, genai=True),
+# Registry signal -> (OTel name, fixed attributes, GenAI attributes?). GPU-scope signals are
+# per-replica aggregates of the per-device hw.* series below, so they are not exported.
+_SIGNAL_NAMES: dict[str, tuple[str, tuple[tuple[str, str], ...], bool]] = {
+    "ttft_seconds": ("gen_ai.server.time_to_first_token", (), True),
+    "tpot_seconds": ("gen_ai.server.time_per_output_token", (), True),
+    "e2e_seconds": ("gen_ai.server.request.duration", (), True),
     # No convention: ITL is per output chunk, TPOT per request (sglang-metrics.md).
-    "itl_seconds": OtelName("enginescope.inter_token_latency", "s", H),
-    "queue_time_seconds": OtelName("enginescope.queue.time", "s", H),
+    "itl_seconds": ("enginescope.inter_token_latency", (), True),
+    "queue_time_seconds": ("enginescope.queue.time", (), True),
+    "queue_depth": ("enginescope.queue.depth", (), False),
+    "running_requests": ("enginescope.requests.running", (), False),
+    "kv_usage_ratio": ("enginescope.kv_cache.usage", (), False),
+    "cache_hit_ratio": ("enginescope.prefix_cache.hit_ratio", (), False),
+    "spec_accept_length": ("enginescope.spec_decode.accept_length", (), False),
+    "spec_accept_rate": ("enginescope.spec_decode.accept_rate", (), False),
+    "gen_throughput_tps": ("enginescope.generation.throughput", (), False),
+    "startup_seconds": ("enginescope.engine.startup.duration", (), False),
+    "weight_load_seconds": ("enginescope.engine.weight_load.duration", (), False),
+    "engine_up": ("enginescope.engine.up", (), False),
+    "prompt_tokens": ("enginescope.tokens", (("gen_ai.token.type", "input"),), False),
+    "generation_tokens": ("enginescope.tokens", (("gen_ai.token.type", "output"),), False),
+    "cached_tokens": ("enginescope.tokens.cached", (), False),
+    "requests_finished": ("enginescope.requests.finished", (), False),
+    "requests_aborted": ("enginescope.requests.aborted", (), False),
+    "retractions": ("enginescope.requests.retracted", (), False),
+    "fleet_replicas": ("enginescope.fleet.replicas", (), False),
+    "fleet_backlog": ("enginescope.fleet.backlog", (), False),
+    "fleet_running_inputs": ("enginescope.fleet.running_inputs", (), False),
 }
 
-GAUGE_SIGNALS: dict[str, OtelName] = {
-    "queue_depth": OtelName("enginescope.queue.depth", "{request}", G),
-    "running_requests": OtelName("enginescope.requests.running", "{request}", G),
-    "kv_usage_ratio": OtelName("enginescope.kv_cache.usage", "1", G),
-    "cache_hit_ratio": OtelName("enginescope.prefix_cache.hit_ratio", "1", G),
-    "spec_accept_length": OtelName("enginescope.spec_decode.accept_length", "{token}", G),
-    "spec_accept_rate": OtelName("enginescope.spec_decode.accept_rate", "1", G),
-    "gen_throughput_tps": OtelName("enginescope.generation.throughput", "{token}/s", G),
-    "startup_seconds": OtelName("enginescope.engine.startup.duration", "s", G),
-    "weight_load_seconds": OtelName("enginescope.engine.weight_load.duration", "s", G),
-    "engine_up": OtelName("enginescope.engine.up", "1", G),
-}
 
-COUNTER_SIGNALS: dict[str, OtelName] = {
-    "prompt_tokens": OtelName("enginescope.tokens", "{token}", C, (("gen_ai.token.type", "input"),)),
-    "generation_tokens": OtelName("enginescope.tokens", "{token}", C, (("gen_ai.token.type", "output"),)),
-    "cached_tokens": OtelName("enginescope.tokens.cached", "{token}", C),
-    "requests_finished": OtelName("enginescope.requests.finished", "{request}", C),
-    "requests_aborted": OtelName("enginescope.requests.aborted", "{request}", C),
-    "retractions": OtelName("enginescope.requests.retracted", "{request}", C),
-}
+def _signal_meta(name: str) -> OtelName | None:
+    sig = SIGNALS[name]
+    if sig.scope is Scope.GPU:
+        return None
+    otel, attrs, genai = _SIGNAL_NAMES[name]
+    return OtelName(otel, sig.unit, _KINDS[sig.kind], attrs, genai, description=sig.description)
 
-# Per-replica GPU aggregates duplicate the per-device hw.* series below, so OTLP skips them.
-GPU_AGGREGATE_PREFIX = "gpu_"
 
-EVENTS = OtelName("enginescope.events", "{event}", C)
+SIGNAL_NAMES: dict[str, OtelName | None] = {name: _signal_meta(name) for name in SIGNALS}
+"""Every registry signal -> its OTel name (None: a GPU aggregate, exported per device)."""
+
+
+def for_signal(name: str) -> OtelName | None:
+    """OTel name of a registry signal; None for GPU aggregates and unknown signals."""
+    return SIGNAL_NAMES.get(name)
+
+
+EVENTS = OtelName("enginescope.events", "{event}", C, description="Lifecycle and GPU events, by kind")
 EVENT_KIND_ATTR = "enginescope.event.kind"
+OVERFLOW_DESCRIPTION = "series folded into otel.metric.overflow=true because of the series cap"
 
-# GpuRow field -> per-device OTLP series. The first matching field name wins, so the table
-# accepts the spellings a GPU source may use; unknown numeric fields go to enginescope.gpu.<field>.
-GPU_FIELDS: tuple[tuple[tuple[str, ...], OtelName], ...] = (
-    (
-        ("utilization_pct", "gpu_utilization_pct", "util_pct"),
-        OtelName("hw.gpu.utilization", "1", G, (("hw.gpu.task", "general"),), scale=0.01),
+# -- GPU (per device) -----------------------------------------------------------------------
+_HW = (("hw.type", "gpu"),)
+
+
+def _gpu(name: str, unit: str, kind: Kind, description: str, *attrs: tuple[str, str], scale: float = 1.0):
+    return OtelName(name, unit, kind, (*_HW, *attrs), scale=scale, description=description)
+
+
+# GpuRow column -> per-device series. Columns are the GPU source's (collectors/gpu_fields.py).
+GPU_COLUMNS: dict[str, OtelName] = {
+    "gpu_utilization_pct": _gpu(
+        "hw.gpu.utilization", "1", G, "Fraction of time the GPU ran kernels", ("hw.gpu.task", "general"),
+        scale=0.01,
     ),
-    (
-        ("memory_used_bytes", "fb_used_bytes", "mem_used_bytes"),
-        OtelName("hw.gpu.memory.usage", "By", Kind.UPDOWN),
+    "enc_utilization_pct": _gpu(
+        "hw.gpu.utilization", "1", G, "Fraction of time the GPU ran kernels", ("hw.gpu.task", "encoder"),
+        scale=0.01,
     ),
-    (
-        ("memory_total_bytes", "fb_total_bytes", "mem_total_bytes"),
-        OtelName("hw.gpu.memory.limit", "By", Kind.UPDOWN),
+    "dec_utilization_pct": _gpu(
+        "hw.gpu.utilization", "1", G, "Fraction of time the GPU ran kernels", ("hw.gpu.task", "decoder"),
+        scale=0.01,
     ),
-    (
-        ("memory_utilization_pct", "mem_copy_utilization_pct", "mem_utilization_pct"),
-        OtelName("hw.gpu.memory.utilization", "1", G, scale=0.01),
+    "fb_used_bytes": _gpu("hw.gpu.memory.usage", "By", U, "GPU memory used"),
+    "fb_total_bytes": _gpu("hw.gpu.memory.limit", "By", U, "Size of the GPU memory"),
+    # NVML's "memory utilization" is the memory controller's busy time, not memory used.
+    "memory_utilization_pct": _gpu(
+        "enginescope.gpu.memory_controller.utilization", "1", G,
+        "Fraction of time device memory was read or written", scale=0.01,
     ),
-    (("power_w", "power_usage_w"), OtelName("hw.power", "W", G, (("hw.type", "gpu"),))),
-    (("energy_j", "total_energy_j"), OtelName("hw.energy", "J", C, (("hw.type", "gpu"),))),
-    (("energy_mj", "total_energy_mj"), OtelName("hw.energy", "J", C, (("hw.type", "gpu"),), scale=0.001)),
-    (("temperature_c", "gpu_temp_c", "temp_c"), OtelName("hw.temperature", "Cel", G)),
-    (("sm_clock_mhz",), OtelName("enginescope.gpu.clock.sm", "MHz", G)),
-    (("mem_clock_mhz", "memory_clock_mhz"), OtelName("enginescope.gpu.clock.memory", "MHz", G)),
-)
-GPU_REASONS_FIELDS = ("clocks_event_reasons", "clock_event_reasons", "throttle_reasons")
-GPU_REASON = OtelName("enginescope.gpu.clock_event.active", "1", G)
+    "power_w": _gpu("hw.power", "W", G, "Board power draw"),
+    "energy_j": _gpu("hw.energy", "J", C, "Energy consumed since the driver loaded"),
+    "power_limit_w": _gpu("enginescope.gpu.power.limit", "W", G, "Enforced power limit"),
+    "sm_clock_mhz": _gpu("enginescope.gpu.clock.sm", "MHz", G, "SM clock"),
+    "mem_clock_mhz": _gpu("enginescope.gpu.clock.memory", "MHz", G, "Memory clock"),
+    "sm_clock_max_mhz": _gpu("enginescope.gpu.clock.sm.max", "MHz", G, "Maximum SM clock"),
+    "mem_clock_max_mhz": _gpu("enginescope.gpu.clock.memory.max", "MHz", G, "Maximum memory clock"),
+    "fan_pct": _gpu("enginescope.gpu.fan.speed", "1", G, "Fan speed as a fraction of its maximum", scale=0.01),
+    "ecc_sbe_volatile": _gpu(
+        "hw.errors", "{error}", C, "Errors encountered by the GPU", ("error.type", "ecc_corrected")
+    ),
+    "ecc_dbe_volatile": _gpu(
+        "hw.errors", "{error}", C, "Errors encountered by the GPU", ("error.type", "ecc_uncorrected")
+    ),
+    "pcie_replay_count": _gpu(
+        "hw.errors", "{error}", C, "Errors encountered by the GPU", ("error.type", "pcie_replay")
+    ),
+    "remapped_rows_correctable": _gpu(
+        "enginescope.gpu.memory.remapped_rows", "{row}", C, "Memory rows remapped",
+        ("enginescope.gpu.remap.cause", "correctable"),
+    ),
+    "remapped_rows_uncorrectable": _gpu(
+        "enginescope.gpu.memory.remapped_rows", "{row}", C, "Memory rows remapped",
+        ("enginescope.gpu.remap.cause", "uncorrectable"),
+    ),
+    "remapped_rows_pending": _gpu("enginescope.gpu.memory.remap.pending", "1", G, "1 while a remap is pending"),
+    "row_remap_failure": _gpu("enginescope.gpu.memory.remap.failed", "1", G, "1 when row remapping failed"),
+    "nvlink_links_active": _gpu(
+        "enginescope.gpu.nvlink.links", "{link}", G, "NVLink links", ("enginescope.gpu.nvlink.state", "active")
+    ),
+    "nvlink_links_present": _gpu(
+        "enginescope.gpu.nvlink.links", "{link}", G, "NVLink links", ("enginescope.gpu.nvlink.state", "present")
+    ),
+    "persistence_mode": _gpu("enginescope.gpu.persistence_mode", "1", G, "1 when persistence mode is on"),
+    "compute_mode": _gpu("enginescope.gpu.compute_mode", "1", G, "NVML compute mode (nvmlComputeMode_t)"),
+}  # fmt: skip
+# Sensors are their own hardware components (hw.type=temperature) whose parent is the GPU.
+GPU_TEMPERATURES: dict[str, tuple[str, str]] = {"temperature_c": ("temp", "GPU core"), "memory_temperature_c": ("mem-temp", "GPU memory")}  # fmt: skip
+TEMPERATURE = OtelName("hw.temperature", "Cel", G, description="Temperature of the sensor")
+# Rates in the GPU row, exported as the counter the convention asks for (integrated over time).
+GPU_IO_COLUMNS: dict[str, str] = {"pcie_tx_bytes_per_s": "transmit", "pcie_rx_bytes_per_s": "receive"}
+GPU_IO = _gpu("hw.gpu.io", "By", C, "Bytes transferred over PCIe (integrated from the sampled rate)")
+# hw.gpu.memory.utilization as the convention defines it: fraction of memory used.
+GPU_MEMORY_UTILIZATION = _gpu("hw.gpu.memory.utilization", "1", G, "Fraction of GPU memory used")
+GPU_STATUS = _gpu("hw.status", "1", U, "1 for the state the GPU is in, 0 for the others")
+GPU_STATES = ("ok", "degraded")
+GPU_REASONS_COLUMN = "clock_event_reasons"
+GPU_REASON = _gpu("enginescope.gpu.clock_event.active", "1", G, "1 while the clock-event reason is active")
 GPU_REASON_ATTR = "enginescope.gpu.clock_event.reason"
-# nvmlDeviceGetCurrentClocksEventReasons bits (gpu-otel.md §2), named as the registry names them.
 CLOCK_EVENT_REASONS: dict[int, str] = {r.bit: r.name for r in THROTTLE_REASONS}
-# Fields that identify a GPU rather than measure it.
-GPU_IDENTITY_FIELDS = frozenset(
-    {"gpu_index", "index", "name", "gpu_name", "uuid", "pci_bus_id", "driver_version"}
+# Columns that identify a GPU (resource-like attributes) or duplicate another column.
+GPU_IDENTITY = {"gpu_name": "hw.model", "driver_version": "hw.driver_version"}
+# Identity columns (the GPU source's one list) go out as attributes or not at all.
+GPU_SKIPPED = frozenset(
+    (set(IDENTITY_COLUMNS) - GPU_IDENTITY.keys())
+    | {"fb_free_bytes", "throttle_thermal"}
+    | {r.column for r in THROTTLE_REASONS}
 )
 
 _INVALID = re.compile(r"[^A-Za-z0-9_./-]")
+_UNIT_SUFFIXES = (("_seconds", "s"), ("_bytes", "By"), ("_tokens", "{token}"), ("_ratio", "1"))
 
 
 def otel_safe(name: str) -> str:
@@ -116,7 +194,35 @@ def otel_safe(name: str) -> str:
 
 
 def guess_unit(metric: str) -> str:
-    for suffix, unit in (("_seconds", "s"), ("_bytes", "By"), ("_tokens", "{token}"), ("_ratio", "1")):
+    for suffix, unit in _UNIT_SUFFIXES:
         if metric.removesuffix("_total").endswith(suffix):
             return unit
     return ""
+
+
+def operation_for_endpoint(path: str) -> str | None:
+    """``gen_ai.operation.name`` for an OpenAI-compatible endpoint path; None if not one."""
+    path = path.rstrip("/")
+    for suffix, operation in _OPERATIONS:
+        if path.endswith(suffix):
+            return operation
+    return None
+
+
+_OPERATIONS = (
+    ("/chat/completions", "chat"),
+    ("/completions", "text_completion"),
+    ("/embeddings", "embeddings"),
+    ("/generate", "text_completion"),  # SGLang's native /generate takes a prompt
+)
+
+
+def gpu_column_meta(column: str) -> OtelName:
+    """The per-device series a GpuRow column is exported as (temperatures are hw.temperature
+    sensors whose ``hw.parent`` is the GPU)."""
+    if column in GPU_COLUMNS:
+        return GPU_COLUMNS[column]
+    if column in GPU_TEMPERATURES:
+        return OtelName(TEMPERATURE.name, TEMPERATURE.unit, TEMPERATURE.kind, (("hw.type", "temperature"),),
+                        description=TEMPERATURE.description)  # fmt: skip
+    raise KeyError(f"GPU column {column!r} is not exported per device over OTLP")

@@ -44,7 +44,7 @@ class SendResult:
 class Transport(TypingProtocol):
     body_encoding: str  # the encoding send() expects its body in
 
-    def send(self, body: bytes) -> SendResult: ...
+    def send(self, body: bytes, timeout_s: float | None = None) -> SendResult: ...
 
     def close(self) -> None: ...
 
@@ -96,13 +96,14 @@ class HttpTransport:
         if config.compression != "none":
             self._session.headers["Content-Encoding"] = config.compression
 
-    def send(self, body: bytes) -> SendResult:
+    def send(self, body: bytes, timeout_s: float | None = None) -> SendResult:
         import requests
 
+        timeout_s = self.config.timeout_s if timeout_s is None else timeout_s
         try:
             # No redirects: requests would replay custom API-key headers to another host.
             reply = self._session.post(
-                self.config.endpoint, data=body, timeout=self.config.timeout_s, allow_redirects=False
+                self.config.endpoint, data=body, timeout=timeout_s, allow_redirects=False
             )
         except requests.RequestException as exc:  # connection refused, timeout, TLS ...
             return SendResult(Outcome.RETRY, self.config.redact(f"{type(exc).__name__}: {exc}"))
@@ -168,12 +169,13 @@ class GrpcTransport:
         self._compression = compression.get(config.compression, grpc.Compression.NoCompression)
         self._metadata = tuple((k.lower(), v) for k, v in config.headers)  # metadata keys are lowercase
 
-    def send(self, body: bytes) -> SendResult:
+    def send(self, body: bytes, timeout_s: float | None = None) -> SendResult:
         import grpc
 
+        timeout_s = self.config.timeout_s if timeout_s is None else timeout_s
         try:
             response = self._export(
-                body, timeout=self.config.timeout_s, metadata=self._metadata, compression=self._compression
+                body, timeout=timeout_s, metadata=self._metadata, compression=self._compression
             )
         except grpc.RpcError as err:
             return classify_grpc_error(err, self.config)

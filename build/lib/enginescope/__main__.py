@@ -1,5 +1,0 @@
-import sys
-
-from enginescope.cli import main
-
-sys.exit(main())

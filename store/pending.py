@@ -1,0 +1,85 @@
+"""Freshness buffer of a local store: data files written but not committed yet.
+
+A sidecar commits to the Delta log every ``commit_interval_s`` (30 s: the log's commit rate and
+the sidecar's CPU stay low), but flushes every ``flush_interval_s`` (2 s). Each flush's files are
+written into the table's partition folder exactly as a commit would add them, and listed in the
+writer's manifest ``<store>/_pending/<writer id>.json`` (temp file + rename). enginescope's views
+read the snapshot's files plus every live manifest's files, as a set of paths, so a file being
+committed right now is counted once whether the reader sees it in the log, the manifest or both.
+Other engines read only the log: they lag by at most ``commit_interval_s``.
+
+A manifest not rewritten for ``STALE_S`` belongs to a dead writer: readers ignore it, and the
+next writer of the same replica commits its files (adding a path already in the table is a no-op
+for Delta's file set, so a race cannot duplicate rows) and deletes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.parse
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from enginescope.store.delta import DataFile
+
+FOLDER = "_pending"
+STALE_S = 300.0  # no rewrite for this long: the writer is gone (it rewrites at least every 30 s)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingFile:
+    table: str
+    file: DataFile
+
+
+def manifest_path(store: Path, writer_id: str) -> Path:
+    return store / FOLDER / f"{urllib.parse.quote(writer_id, safe='')}.json"
+
+
+def write_manifest(store: Path, writer_id: str, replica: str, files: list[PendingFile]) -> None:
+    """Replace the writer's manifest (or remove it when nothing is pending)."""
+    path = manifest_path(store, writer_id)
+    if not files:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "replica": replica,
+        "written_s": time.time(),
+        "files": [{"table": p.table, **asdict(p.file)} for p in files],
+    }
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
+
+
+def read_manifests(store: Path, now_s: float | None = None) -> list[tuple[Path, dict, bool]]:
+    """(path, record, live) of every manifest; live = rewritten within ``STALE_S``."""
+    now_s = time.time() if now_s is None else now_s
+    folder = store / FOLDER
+    try:
+        names = [n for n in os.listdir(folder) if n.endswith(".json") and not n.startswith(".")]
+    except FileNotFoundError:
+        return []
+    out = []
+    for name in names:
+        path = folder / name
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # vanished (its writer committed) or replaced mid-read
+        out.append((path, record, now_s - float(record.get("written_s", 0)) < STALE_S))
+    return out
+
+
+def pending_files(store: Path, table: str) -> list[DataFile]:
+    """Files of live manifests for ``table``."""
+    return [
+        DataFile(**{k: v for k, v in f.items() if k != "table"})
+        for _, record, live in read_manifests(store)
+        if live
+        for f in record["files"]
+        if f["table"] == table
+    ]

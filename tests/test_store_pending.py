@@ -1,0 +1,81 @@
+"""The local freshness buffer: background flushes are visible to enginescope's views at once and
+to other engines at the next commit, never twice; a killed writer's pending files are committed
+by the next writer of its replica."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+from enginescope.collectors.model import Batch, Identity, SignalRow
+from enginescope.store import StoreWriter, open_store
+from enginescope.store.delta import StoreTable
+from enginescope.store.location import store_location
+from enginescope.store.pending import FOLDER, STALE_S
+
+T0 = time.time() - 600
+
+
+def _batch(replica: str, i: int, rows: int = 10) -> Batch:
+    batch = Batch(Identity(replica))
+    batch.signals = [SignalRow(T0 + i + k / 100, "queue_depth", 1.0, 1.0) for k in range(rows)]
+    return batch
+
+
+def _committed(store: Path) -> int:
+    return sum(f.num_records for f in StoreTable(store_location(store), "signals").files())
+
+
+def _wait(predicate, timeout_s: float = 20.0) -> None:
+    deadline = time.time() + timeout_s
+    while not predicate():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_background_flushes_are_visible_before_their_commit(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path, Identity("rep-p"), flush_interval_s=0.05, commit_interval_s=3600)
+    con = open_store(tmp_path)
+    writer.write(_batch("rep-p", 0))
+    _wait(lambda: con.execute("SELECT count(*) FROM signals").fetchone()[0] == 10)
+    assert _committed(tmp_path) == 0  # other engines do not see it yet
+    assert list((tmp_path / FOLDER).glob("*.json"))
+    writer.write(_batch("rep-p", 1))
+    _wait(lambda: con.execute("SELECT count(*) FROM signals").fetchone()[0] == 20)
+    writer.close()  # commits: the same rows, now in the log, counted once
+    assert _committed(tmp_path) == 20
+    assert con.execute("SELECT count(*), count(DISTINCT ts) FROM signals").fetchone() == (20, 20)
+    assert not list((tmp_path / FOLDER).glob("*.json"))
+
+
+def _buffering_writer(store: str) -> None:  # pragma: no cover - child, killed
+    writer = StoreWriter(store, Identity("rep-d"), flush_interval_s=0.05, commit_interval_s=3600)
+    for i in range(5):
+        writer.write(_batch("rep-d", i))
+    while True:
+        time.sleep(1)
+
+
+def test_dead_writers_pending_files_are_committed_by_the_next(tmp_path: Path) -> None:
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["enginescope.store"])
+    proc = ctx.Process(target=_buffering_writer, args=(str(tmp_path),))
+    proc.start()
+    con = open_store(tmp_path)
+    _wait(lambda: con.execute("SELECT count(*) FROM signals").fetchone()[0] == 50, 60)
+    proc.kill()
+    proc.join(10)
+    assert _committed(tmp_path) == 0
+    (manifest,) = (tmp_path / FOLDER).glob("*.json")
+    record = json.loads(manifest.read_text())
+    record["written_s"] -= STALE_S + 1  # as if the writer had been gone for STALE_S
+    manifest.write_text(json.dumps(record))
+    assert con.execute("SELECT count(*) FROM signals").fetchone()[0] == 0  # stale: not read
+    other = StoreWriter(tmp_path, Identity("rep-other"), background=False)
+    assert manifest.exists()  # only a writer of the same replica adopts it
+    other.close()
+    StoreWriter(tmp_path, Identity("rep-d"), background=False).close()
+    assert not manifest.exists() and _committed(tmp_path) == 50
+    assert con.execute("SELECT count(*), count(DISTINCT ts) FROM signals").fetchone() == (50, 50)

@@ -95,6 +95,7 @@ class Point:
     published: float
     unit: str  # "tok/s" (decode throughput), "x" (speculative speed-up), "ms TTFT" / "ms ITL" (medians)
     source: str
+    fitted: bool = True  # False: reported, not tuned to (docs/simulator.md says why)
 
 
 _SGL_030 = "SGLang 0.3.0, sgl-project/sglang benchmark/benchmark_vllm_060/README.md @120affb9"
@@ -105,13 +106,13 @@ POINTS = (
           "SGLang docs speculative_decoding.md @067ad4d3 (373.25 / 158.34 tok/s)"),
     Point("EAGLE-3 speed-up, batch 64", "llama-8b-h100-eagle3", 64, 1.38, "x", "EAGLE-3 paper, arXiv 2503.01840"),
     Point("MTP speed-up, batch 1", "qwen3-8b-h100-mtp", 1, 1.7, "x", "issue 13 (DFlash vs MTP, same model)"),
-    Point("Llama-3.1-8B, 4 req/s ShareGPT: TTFT median", "llama-8b-a100", 4, 31.98, "ms TTFT", _SGL_030),
+    Point("Llama-3.1-8B, 4 req/s ShareGPT: TTFT median", "llama-8b-a100", 4, 31.98, "ms TTFT", _SGL_030, fitted=False),
     Point("Llama-3.1-8B, 4 req/s ShareGPT: ITL median", "llama-8b-a100", 4, 11.93, "ms ITL", _SGL_030),
-    Point("Llama-3.1-8B, 8 req/s ShareGPT: TTFT median", "llama-8b-a100", 8, 35.68, "ms TTFT", _SGL_030),
+    Point("Llama-3.1-8B, 8 req/s ShareGPT: TTFT median", "llama-8b-a100", 8, 35.68, "ms TTFT", _SGL_030, fitted=False),
     Point("Llama-3.1-8B, 8 req/s ShareGPT: ITL median", "llama-8b-a100", 8, 14.41, "ms ITL", _SGL_030),
-    Point("Llama-3.1-70B TP4, 4 req/s: TTFT median", "llama-70b-4xh100", 4, 53.94, "ms TTFT", _SGL_030),
+    Point("Llama-3.1-70B TP4, 4 req/s: TTFT median", "llama-70b-4xh100", 4, 53.94, "ms TTFT", _SGL_030, fitted=False),
     Point("Llama-3.1-70B TP4, 4 req/s: ITL median", "llama-70b-4xh100", 4, 21.67, "ms ITL", _SGL_030),
-    Point("Llama-3.1-70B TP4, 8 req/s: TTFT median", "llama-70b-4xh100", 8, 58.11, "ms TTFT", _SGL_030),
+    Point("Llama-3.1-70B TP4, 8 req/s: TTFT median", "llama-70b-4xh100", 8, 58.11, "ms TTFT", _SGL_030, fitted=False),
     Point("Llama-3.1-70B TP4, 8 req/s: ITL median", "llama-70b-4xh100", 8, 24.45, "ms ITL", _SGL_030),
     Point("DFlash speed-up, batch 1", "qwen3-8b-h100-dflash", 1, 2.8, "x",
           "DFlash, arXiv 2602.06036; issue 13 (~2.8x single stream)"),
@@ -138,8 +139,9 @@ def calibration_table(horizon_s: float = 20.0) -> list[tuple[Point, float, float
 
 
 if __name__ == "__main__":  # python -m enginescope.simfleet.calibration: the docs table
-    print("| operating point | profile | published | simulated | ratio | source |")
-    print("|---|---|---|---|---|---|")
+    print("| operating point | profile | published | simulated | ratio | fitted | source |")
+    print("|---|---|---|---|---|---|---|")
     for point, simulated, ratio in calibration_table():
-        print(f"| {point.name} | {point.profile} | {point.published:g} {point.unit} | {simulated:.2f} {point.unit} "
-              f"| {ratio:.2f} | {point.source} |")  # fmt: skip
+        unit = point.unit
+        print(f"| {point.name} | {point.profile} | {point.published:g} {unit} | {simulated:.2f} {unit} | {ratio:.2f} "
+              f"| {'yes' if point.fitted else 'no'} | {point.source} |")  # fmt: skip

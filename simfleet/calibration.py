@@ -19,9 +19,11 @@ Published points (sources in each ``Point.source``):
 from __future__ import annotations
 
 import dataclasses
+import random
 from dataclasses import dataclass
 
 from enginescope.simfleet.engine import SimEngine
+from enginescope.simfleet.groundtruth import GroundTruth
 from enginescope.simfleet.profile import PROFILES, EngineProfile
 from enginescope.simfleet.sim_request import OutputEvent
 
@@ -54,6 +56,29 @@ def decode_tokens_per_s(
     return tokens / (now_s - counted_from_s)
 
 
+def poisson_medians(
+    profile: EngineProfile, rate_rps: float, duration_s: float = 60.0, seed: int = 0
+) -> tuple[float, float]:
+    """(TTFT median, ITL median) in seconds under Poisson arrivals of ShareGPT-like requests,
+    exact from the per-request ground truth (ITL weighted by tokens, as SGLang's histogram is)."""
+    from enginescope.loadgen.generator import SHAREGPT_LIKE
+
+    truth = GroundTruth()
+    engine = SimEngine(profile, name="calibration", seed=seed, groundtruth=truth)
+    engine.advance_to(profile.startup_total_s)
+    rng = random.Random(seed)
+    start_s = t_s = engine.now_s()
+    while (t_s := t_s + rng.expovariate(rate_rps)) < start_s + duration_s:
+        engine.advance_to(t_s)
+        _, prompt, output = SHAREGPT_LIKE.sample(rng)
+        engine.submit(prompt, max_new_tokens=output, ignore_eos=True, stream=True)
+    while not engine.drained:
+        engine.step(1.0)
+    ttfts = sorted(r["ttft_s"] for r in truth.records if r["ttft_s"] is not None)
+    gaps = sorted(gap for r in truth.records for interval, n in r["itl"] for gap in [interval / n] * n)
+    return ttfts[len(ttfts) // 2], gaps[len(gaps) // 2]
+
+
 def spec_speedup(profile: EngineProfile, batch: int, horizon_s: float = 20.0) -> float:
     """Output throughput with the profile's speculation over the same profile without it."""
     plain = dataclasses.replace(profile, spec_accept_length=1.0)
@@ -68,10 +93,12 @@ class Point:
     profile: str  # a key of PROFILES
     batch: int
     published: float
-    unit: str  # "tok/s" (plain decode throughput) or "x" (speculative speed-up)
+    unit: str  # "tok/s" (decode throughput), "x" (speculative speed-up), "ms TTFT" / "ms ITL" (medians)
     source: str
+    fitted: bool = True  # False: reported, not tuned to (docs/simulator.md says why)
 
 
+_SGL_030 = "SGLang 0.3.0, sgl-project/sglang benchmark/benchmark_vllm_060/README.md @120affb9"
 POINTS = (
     Point("Llama-3.1-8B, no speculation, batch 1", "llama-8b-h100", 1, 158.34, "tok/s",
           "SGLang docs speculative_decoding.md @067ad4d3"),
@@ -79,6 +106,14 @@ POINTS = (
           "SGLang docs speculative_decoding.md @067ad4d3 (373.25 / 158.34 tok/s)"),
     Point("EAGLE-3 speed-up, batch 64", "llama-8b-h100-eagle3", 64, 1.38, "x", "EAGLE-3 paper, arXiv 2503.01840"),
     Point("MTP speed-up, batch 1", "qwen3-8b-h100-mtp", 1, 1.7, "x", "issue 13 (DFlash vs MTP, same model)"),
+    Point("Llama-3.1-8B, 4 req/s ShareGPT: TTFT median", "llama-8b-a100", 4, 31.98, "ms TTFT", _SGL_030, fitted=False),
+    Point("Llama-3.1-8B, 4 req/s ShareGPT: ITL median", "llama-8b-a100", 4, 11.93, "ms ITL", _SGL_030),
+    Point("Llama-3.1-8B, 8 req/s ShareGPT: TTFT median", "llama-8b-a100", 8, 35.68, "ms TTFT", _SGL_030, fitted=False),
+    Point("Llama-3.1-8B, 8 req/s ShareGPT: ITL median", "llama-8b-a100", 8, 14.41, "ms ITL", _SGL_030),
+    Point("Llama-3.1-70B TP4, 4 req/s: TTFT median", "llama-70b-4xh100", 4, 53.94, "ms TTFT", _SGL_030, fitted=False),
+    Point("Llama-3.1-70B TP4, 4 req/s: ITL median", "llama-70b-4xh100", 4, 21.67, "ms ITL", _SGL_030),
+    Point("Llama-3.1-70B TP4, 8 req/s: TTFT median", "llama-70b-4xh100", 8, 58.11, "ms TTFT", _SGL_030, fitted=False),
+    Point("Llama-3.1-70B TP4, 8 req/s: ITL median", "llama-70b-4xh100", 8, 24.45, "ms ITL", _SGL_030),
     Point("DFlash speed-up, batch 1", "qwen3-8b-h100-dflash", 1, 2.8, "x",
           "DFlash, arXiv 2602.06036; issue 13 (~2.8x single stream)"),
 )  # fmt: skip
@@ -88,6 +123,9 @@ def measure(point: Point, horizon_s: float = 20.0) -> float:
     profile = PROFILES[point.profile]
     if point.unit == "x":
         return spec_speedup(profile, point.batch, horizon_s)
+    if point.unit.startswith("ms"):  # batch holds the arrival rate (req/s) for latency points
+        ttft_s, itl_s = poisson_medians(profile, float(point.batch), duration_s=3 * horizon_s)
+        return 1000.0 * (ttft_s if point.unit == "ms TTFT" else itl_s)
     return decode_tokens_per_s(profile, point.batch, horizon_s=horizon_s)
 
 
@@ -101,8 +139,9 @@ def calibration_table(horizon_s: float = 20.0) -> list[tuple[Point, float, float
 
 
 if __name__ == "__main__":  # python -m enginescope.simfleet.calibration: the docs table
-    print("| operating point | profile | published | simulated | ratio | source |")
-    print("|---|---|---|---|---|---|")
+    print("| operating point | profile | published | simulated | ratio | fitted | source |")
+    print("|---|---|---|---|---|---|---|")
     for point, simulated, ratio in calibration_table():
-        print(f"| {point.name} | {point.profile} | {point.published:g} {point.unit} | {simulated:.2f} {point.unit} "
-              f"| {ratio:.2f} | {point.source} |")  # fmt: skip
+        unit = point.unit
+        print(f"| {point.name} | {point.profile} | {point.published:g} {unit} | {simulated:.2f} {unit} | {ratio:.2f} "
+              f"| {'yes' if point.fitted else 'no'} | {point.source} |")  # fmt: skip

@@ -87,7 +87,7 @@ def implied_mem_fraction(profile: EngineProfile) -> float:
 
 def on_gpu(profile: EngineProfile, gpu_name: str, fp8: bool = False) -> EngineProfile:
     """``profile`` (calibrated on ``profile.gpu_type``) moved to another GPU: decode costs scale
-    with 1/bandwidth, prefill and per-token compute with FLOPs, the KV pool with memory size."""
+    with 1/bandwidth, prefill and verify-token compute with FLOPs, the KV pool with memory size."""
     source, target = get_gpu(profile.gpu_type), get_gpu(gpu_name)
     if source.name == target.name:
         return profile
@@ -108,7 +108,9 @@ def on_gpu(profile: EngineProfile, gpu_name: str, fp8: bool = False) -> EnginePr
         gpu_memory_gb=round(target.hbm_gib, 2),
         decode_step_base_s=profile.decode_step_base_s * bandwidth,
         decode_step_per_kv_token_s=profile.decode_step_per_kv_token_s * bandwidth,
-        decode_step_per_seq_s=profile.decode_step_per_seq_s / compute,
+        # batched decode GEMMs stay memory-bound at serving batch sizes: per-sequence cost tracks
+        # bandwidth; verified draft tokens and prefill are compute-bound
+        decode_step_per_seq_s=profile.decode_step_per_seq_s * bandwidth,
         spec_verify_token_s=profile.spec_verify_token_s / compute,
         prefill_tokens_per_s=profile.prefill_tokens_per_s * compute,
         kv_capacity_tokens=max(capacity, profile.chunked_prefill_size_tokens),

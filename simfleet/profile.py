@@ -35,6 +35,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from enginescope.simfleet.gpus import on_gpu
 from enginescope.simfleet.spec_decode import SPEC_METHODS, drafts_per_step
 
 ENGINES = ("sglang", "vllm")
@@ -383,6 +384,10 @@ PROFILES: dict[str, EngineProfile] = {
         cuda_graph_capture_s=12.4,
     ),
 }
+
+
+# The calibration model on the other GPUs (enginescope.simfleet.gpus: bandwidth, FLOPs, HBM).
+PROFILES.update({f"llama-8b-{gpu.lower()}": on_gpu(DEFAULT, gpu) for gpu in ("A100", "H200", "B200")})
 
 
 def profile_for_recipe(recipe: Any) -> EngineProfile:

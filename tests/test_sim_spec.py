@@ -111,7 +111,7 @@ def test_dflash_block_profile_validates_its_block() -> None:
         EngineProfile.from_mapping({"spec_method": "MEDUSA"})
 
 
-@pytest.mark.parametrize("point", POINTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("point", [p for p in POINTS if p.fitted], ids=lambda p: p.name)
 def test_published_operating_points_within_30_percent(point: Point) -> None:
     assert 0.7 <= measure(point, horizon_s=12.0) / point.published <= 1.3
 

@@ -108,7 +108,7 @@ def test_concurrent_writer_processes_on_s3(aws: dict[str, str]) -> None:
     assert dt is not None and dt.version() >= len(WRITERS) * FLUSHES
 
 
-def test_other_engines_read_the_s3_table(aws: dict[str, str]) -> None:
+def test_other_engines_read_the_s3_table(aws: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     import chdb
     import polars as pl
 
@@ -134,5 +134,9 @@ def test_other_engines_read_the_s3_table(aws: dict[str, str]) -> None:
     )
     ch_row = tuple(float(x) for x in str(ch).strip().split(","))
     assert duck == (3 * ROWS, 3 * sum(range(ROWS)))
+    from enginescope.cli import main
+
+    assert main(["query", "--store", store, "--format", "csv", "SELECT count(*) AS n FROM signals"]) == 0
+    assert capsys.readouterr().out.split() == ["n", str(3 * ROWS)]
     assert tuple(frame.row(0)) == duck
     assert ch_row == (float(duck[0]), float(duck[1]))

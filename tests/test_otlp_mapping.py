@@ -378,3 +378,32 @@ def test_series_beyond_the_cap_fold_into_one_overflow_series():
     overflow = [p for p in points if p.attributes.get("otel.metric.overflow") == "true"]
     assert len(points) == 4 and len(overflow) == 1 and overflow[0].value == 3.0
     assert mapper.state.overflow_updates == 3
+
+
+def test_idle_histograms_of_a_real_exposition_stay_in_the_batch_and_the_export():
+    """An unchanging SGLang exposition: no histogram increase, yet every histogram family it
+    exposes (the two all-zero dp_attention ones included) reaches the sinks with its bounds."""
+    from pathlib import Path
+
+    from enginescope.collectors.normalise import Normaliser
+
+    text = (Path(__file__).parent / "fixtures/sglang/0.5.23-single-gpu/metrics.txt").read_text()
+    families = {
+        line.split()[2] for line in text.splitlines() if line.startswith("# TYPE") and "histogram" in line
+    }
+    normaliser = Normaliser("sglang")
+    normaliser.process(text, T0_S)  # baseline
+    idle = normaliser.process(text, T0_S + 1)
+    assert idle.histograms == []  # nothing was observed in the interval
+    assert {row.metric for row in idle.series} == families
+    assert {"sglang:dp_attention_token_imbalance_ratio", "sglang:dp_attention_sync_wait_seconds"} <= families
+    assert all(row.bounds and row.bounds[-1] == math.inf for row in idle.series)
+    mapper = _mapper(series_ttl_s=1e9)
+    mapper.update(Batch(IDENTITY, histograms=idle.histograms, series=idle.series))
+    points = flatten([encode_metrics(mapper.collect(T0_S + 2))])
+    hist = [p for p in points if p.kind == "histogram"]
+    assert len(hist) == len(idle.series) and all(p.count == 0 for p in hist)
+    assert {p.name for p in hist} >= {
+        "gen_ai.server.time_to_first_token",
+        "sglang.dp_attention_sync_wait_seconds",
+    }

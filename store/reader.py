@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from enginescope.store import legacy, macros, schema
+from enginescope.store.inventory import SERIES_VIEW_SQL
 from enginescope.store.listing import StoreListing
 from enginescope.store.location import StoreLocation, store_location
 
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 VIEW_TABLES = ("samples", "histograms", "signals", "events", "gpu", "requests")
 # view name -> store table whose files it reads; rollup partials get finishing views in ``macros``.
 _FILE_VIEWS = {name: name for name in VIEW_TABLES} | {
+    "series_log": "series_log",
     "histograms_1m_partials": "histograms_1m",
     "signals_1m_partials": "signals_1m",
 }
@@ -126,6 +128,7 @@ def open_store(store_dir: str | Path | StoreLocation, sandbox: bool = False) -> 
     for view, table in _FILE_VIEWS.items():
         con.execute(f"CREATE VIEW {view} AS {_view_sql(table, 'NULL', 'NULL')}")
         con.execute(f"CREATE MACRO {view}_in(t0, t1) AS TABLE {_view_sql(table, 't0', 't1')}")
+    con.execute(f"CREATE VIEW series AS {SERIES_VIEW_SQL}")
     _create_bench_view(con)
     macros.register(con)
     creating = False

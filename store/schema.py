@@ -129,6 +129,18 @@ REQUEST_COLUMNS: dict[str, pa.DataType] = {
 }
 REQUESTS = pa.schema(COMMON_FIELDS + [pa.field(name, dtype) for name, dtype in REQUEST_COLUMNS.items()])
 
+# ``series_log``: sightings of every series the engine exposes (store/inventory.py).
+SERIES_LOG = pa.schema(
+    COMMON_FIELDS
+    + [
+        pa.field("metric", pa.string()),
+        pa.field("type", pa.string()),
+        pa.field("labels", pa.string()),
+        pa.field("bounds", pa.list_(pa.float64())),
+        pa.field("first_seen", TS_TYPE),
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "samples": SAMPLES,
     "histograms": HISTOGRAMS,
@@ -138,6 +150,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "events": EVENTS,
     "gpu": GPU_BASE,
     "requests": REQUESTS,
+    "series_log": SERIES_LOG,
 }
 TABLES = tuple(SCHEMAS)
 JSON_COLUMNS = ("labels", "params")
@@ -239,6 +252,16 @@ def gpu_table(rows: Sequence[tuple[Identity, GpuRow]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
+def _series_log(rows: Sequence[tuple[Identity, Any]]) -> dict[str, list[Any]]:
+    cols = _common(rows)
+    cols["metric"] = [r.metric for _, r in rows]
+    cols["type"] = [r.type for _, r in rows]
+    cols["labels"] = [labels_json(r.labels) for _, r in rows]
+    cols["bounds"] = [list(r.bounds) if r.bounds else None for _, r in rows]
+    cols["first_seen"] = [ts_us(r.first_seen_s) for _, r in rows]
+    return cols
+
+
 _BUILDERS: dict[str, Callable[[Sequence[tuple[Identity, Any]]], dict[str, list[Any]]]] = {
     "samples": _samples,
     "histograms": _histograms,
@@ -246,6 +269,7 @@ _BUILDERS: dict[str, Callable[[Sequence[tuple[Identity, Any]]], dict[str, list[A
     "signals": _signals,
     "events": _events,
     "requests": _requests,
+    "series_log": _series_log,
 }
 
 

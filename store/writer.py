@@ -30,13 +30,15 @@ from enginescope.collectors.model import Batch, Identity
 from enginescope.store import compaction, legacy, rollups, schema
 from enginescope.store.compaction import CompactionPolicy, CompactionStats
 from enginescope.store.delta import DataFile, StoreTable, add_action_of, data_file_of
+from enginescope.store.inventory import SeriesInventory
 from enginescope.store.location import StoreLocation, store_location
 from enginescope.store.pending import PendingFile, read_manifests, write_manifest
 
 log = logging.getLogger(__name__)
 
 Rows = list[tuple[Identity, Any]]
-ROW_TABLES = ("samples", "histograms", "signals", "events", "gpu", "requests")
+ROW_TABLES = ("samples", "histograms", "signals", "events", "gpu", "requests", "series_log")
+BATCH_TABLES = ROW_TABLES[:-1]  # filled from Batch fields of the same name; series_log by the inventory
 MAX_RETRY_ROWS = 1_000_000  # per table, kept across failed flushes (bounded memory if the store is down)
 
 
@@ -91,6 +93,7 @@ class StoreWriter:
         self.app_id = f"enginescope:{identity.replica}:{uuid.uuid4().hex[:12]}"
         self._tables = {t: StoreTable(self.location, t) for t in schema.TABLES}
         self._buffer: dict[str, Rows] = {t: [] for t in ROW_TABLES}
+        self._inventory = SeriesInventory()
         self._pending = {t: _Pending() for t in schema.TABLES}
         self._buffer_lock = threading.Lock()
         self._io_lock = threading.Lock()  # one flush/compaction at a time: keeps commit order
@@ -114,10 +117,11 @@ class StoreWriter:
         """Buffer ``batch`` (cheap; thread-safe). Nothing touches the store here."""
         ident = batch.identity
         with self._buffer_lock:
-            for table in ROW_TABLES:
+            for table in BATCH_TABLES:
                 rows = getattr(batch, table)
                 if rows:
                     self._buffer[table].extend((ident, row) for row in rows)
+            self._buffer["series_log"].extend(self._inventory.observe(batch))
             self._replicas.setdefault(ident.replica, ident)
             if ident != self._replicas[ident.replica]:
                 self._replicas[ident.replica] = ident  # identity may be refined (model learned later)

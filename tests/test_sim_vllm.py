@@ -17,7 +17,7 @@ from enginescope.simfleet.exposition import render
 from enginescope.simfleet.profile import DEFAULT, profile_for_recipe
 
 FIXTURE = Path(__file__).parent / "fixtures" / "vllm" / "0.33.0-plain" / "metrics.txt"
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "llama-3.1-8b-vllm-h100.toml"
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "mistral-7b-vllm-h100.toml"
 VLLM = dataclasses.replace(DEFAULT, engine="vllm", model_name="meta-llama/Llama-3.1-8B-Instruct")
 
 

@@ -15,18 +15,26 @@ from pathlib import Path
 
 import streamlit as st
 
-from enginescope.dashboard import bench, cached, charts, spec_panel, views
+from enginescope.collectors.signals import SLOS
+from enginescope.dashboard import bench, cached, charts, diagnosis, incident, spec_panel, views
 from enginescope.dashboard.data import Window
 from enginescope.dashboard.state import RANGES_S, VIEWS, ViewState, default_slo
 
 LIVE_REFRESH_S = 5
+DEFAULT_STORE = "./enginescope-store"  # what every other command defaults to
+FAVICON = str(Path(__file__).parent / ".streamlit" / "favicon.svg")
+# Less padding above the first element: the status strip and key charts must fit 1280x720.
+PAGE_CSS = """<style>
+[data-testid="stMainBlockContainer"]{padding-top:2.2rem;padding-bottom:1rem}
+[data-testid="stMainBlockContainer"] h3{padding-top:0;padding-bottom:.1rem}
+</style>"""
 
 
 def store_dir() -> str:
     args = sys.argv[1:]
     if "--store" in args and args.index("--store") + 1 < len(args):
         return args[args.index("--store") + 1]
-    return os.environ.get("ENGINESCOPE_STORE", "store")
+    return os.environ.get("ENGINESCOPE_STORE", DEFAULT_STORE)
 
 
 def sidebar(
@@ -51,16 +59,17 @@ def sidebar(
             state.model = st.selectbox("Model", ["", *models], index=([""] + models).index(state.model) if state.model in models else 0)  # fmt: skip
         state.per_replica = st.toggle("Latency per replica", state.per_replica)
         state.live = st.toggle(f"Live (refresh every {LIVE_REFRESH_S} s)", state.live)
-        st.caption("SLO p95 thresholds (s); empty = 3x the window median")
+        st.caption(f"SLO thresholds; when all are empty the diagnosis uses {diagnosis.baseline_rule()}")
         if slo_source:
             st.caption(slo_source)
-        for key, label in (("ttft_p95_s", "TTFT"), ("itl_p95_s", "ITL"), ("e2e_p95_s", "e2e")):
-            value = st.number_input(label, min_value=0.0, value=state.slo.get(key, 0.0), format="%.3f")
+        for slo in SLOS:
+            label = f"{slo.title} SLO (s)"
+            value = st.number_input(label, min_value=0.0, value=state.slo.get(slo.key), format="%.3f")
             # A statement, not an expression: Streamlit "magic" would write an expression's value.
-            if value <= 0:
-                state.slo.pop(key, None)
+            if value is None or value <= 0:
+                state.slo.pop(slo.key, None)
             else:
-                state.slo[key] = value
+                state.slo[slo.key] = value
     if st.query_params.to_dict() != state.to_params():
         st.query_params.from_dict(state.to_params())
 
@@ -81,7 +90,7 @@ def render(store: str, state: ViewState) -> None:
     st.caption(f"{t0:%Y-%m-%d %H:%M:%S} → {t1:%Y-%m-%d %H:%M:%S} UTC · {len(names)} replica(s) in the store")
     colours = charts.replica_colours(names)
     if state.view == "incident":
-        views.render_incident(store, window, state, colours)
+        incident.render_incident(store, window, state, colours)
         spec_panel.render(store, window)
     elif state.view == "replica":
         views.render_replica(store, window, state, colours, names)
@@ -92,8 +101,9 @@ def render(store: str, state: ViewState) -> None:
 
 
 def main() -> None:
-    st.set_page_config(page_title="enginescope", layout="wide")
-    st.title("enginescope · incident view")
+    st.set_page_config(page_title="enginescope · incident view", page_icon=FAVICON, layout="wide")
+    st.markdown(PAGE_CSS, unsafe_allow_html=True)
+    st.markdown("### enginescope · incident view")
     store = store_dir()
     try:
         slo, slo_source = default_slo(Path(store))

@@ -7,19 +7,26 @@ throughput, one point per concurrency level, with the SLO the run was judged aga
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
+from enginescope.collectors.signals import SLOS
 from enginescope.dashboard import cached
 from enginescope.dashboard.charts import SLO_COLOUR
-from enginescope.dashboard.state import BENCH_THROUGHPUTS, STORE_RECIPE, ViewState, slo_from_recipe
+from enginescope.dashboard.state import (
+    BENCH_THROUGHPUTS,
+    STORE_RECIPE,
+    ViewState,
+    read_recipe,
+    slo_from_recipe,
+)
 from enginescope.recipes.schema import RECIPES_DIR
 
-LATENCIES = (("ttft", "TTFT", "ttft_p95_s"), ("itl", "ITL", "itl_p95_s"), ("e2e", "e2e", "e2e_p95_s"))
+# (column stem of the bench table, label, SLO key), from the vocabulary registry
+LATENCIES = tuple((s.key.removesuffix("_p95_s"), s.label, s.key) for s in SLOS)
 SIDE_COLOURS = {"client": "#1f77b4", "engine": "#ff7f0e"}
 HEIGHT_PX = 260
 Spec = dict[str, Any]
@@ -100,9 +107,11 @@ def run_slo(store: str, recipe: str, page_slo: dict[str, float]) -> tuple[dict[s
 
 
 def _recipe_name(path: Path) -> str | None:
+    if not path.is_file():
+        return None
     try:
-        return tomllib.loads(path.read_text()).get("name")
-    except (OSError, tomllib.TOMLDecodeError):
+        return read_recipe(path).name
+    except ValueError:
         return None
 
 

@@ -85,6 +85,7 @@ def incidents(
         dict(slo) or None,
         window.effective_bucket_s,
         pd.Timestamp(window.t1),
+        fleet.gpu,
     )
 
 

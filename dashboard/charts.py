@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from enginescope.dashboard.data import MAX_POINTS_PER_SERIES  # the bucket width keeps series shorter
 from enginescope.views.panels import Panel
 
 # 20 distinguishable colours; a replica keeps its index in the store's sorted replica list.
@@ -28,7 +29,6 @@ EVENT_COLOURS = {
 }  # fmt: skip
 SLO_COLOUR = "#d62728"
 HEIGHT_PX = 190
-MAX_POINTS_PER_SERIES = 1500  # the bucket width keeps series shorter; this is the guard
 MAX_LABELLED_EVENTS = 40  # beyond this the markers stay unlabelled (table + tooltips)
 _LABEL_GAP = 1 / 60  # events closer than this share of the window share one label
 
@@ -140,6 +140,7 @@ def _chart(title: str, unit: str, domain, layers: list[Spec], events: pd.DataFra
         if isinstance(layer.get("data"), pd.DataFrame):
             name = f"d{i}"
             datasets[name], layer["data"] = layer["data"], {"name": name}
+    _add_brush(layers)
     if not events.empty:
         datasets["events"] = events
         layers = layers + _event_layers()
@@ -161,6 +162,34 @@ def _chart(title: str, unit: str, domain, layers: list[Spec], events: pd.DataFra
         "resolve": {"scale": {"color": "independent"}},
         "config": {"axisY": {"titleFontWeight": "normal"}, "view": {"stroke": "#dddddd"}},
     }
+
+
+BRUSH = "brush"  # the x-interval selection every time-series chart carries
+
+
+def _add_brush(layers: list[Spec]) -> None:
+    """Dragging across any chart selects a time range (the app makes it the window)."""
+    for layer in layers:
+        if layer.get("mark", {}).get("type") == "line":
+            layer["params"] = [{"name": BRUSH, "select": {"type": "interval", "encodings": ["x"]}}]
+            return
+
+
+def brushed_range(selection: Any) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """The time range of a chart's brush selection event (epoch ms or ISO text), or None."""
+    try:
+        values = selection["selection"][BRUSH]["t"]
+    except (KeyError, TypeError):
+        return None
+    if not isinstance(values, list | tuple) or len(values) != 2:
+        return None
+    ts = [
+        pd.Timestamp(v, unit="ms", tz="UTC") if isinstance(v, int | float) else pd.Timestamp(v)
+        for v in values
+    ]
+    ts = [t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC") for t in ts]
+    lo, hi = min(ts), max(ts)
+    return (lo, hi) if hi > lo else None
 
 
 def _line_layer(rows: pd.DataFrame, scale: Spec, unit: str, fmt: str) -> Spec:
@@ -204,9 +233,9 @@ def _event_layers() -> list[Spec]:
     tooltip = [
         {"field": "n", "type": "quantitative", "title": "#"},
         {"field": "t", "type": "temporal", "title": "time (UTC)", "format": "%H:%M:%S"},
-        {"field": "kind", "type": "nominal"},
-        {"field": "replica", "type": "nominal"},
-        {"field": "detail", "type": "nominal"},
+        {"field": "kind", "type": "nominal", "title": "event"},
+        {"field": "replica", "type": "nominal", "title": "replica"},
+        {"field": "detail", "type": "nominal", "title": "detail"},
     ]
     rules = {
         "data": {"name": "events"},

@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pandas as pd
 
+from enginescope.collectors.identity import is_fleet_replica
+from enginescope.dashboard.diagnosis import SLOWDOWN_COLUMNS
 from enginescope.store import open_store
 from enginescope.views import queries
 from enginescope.views.panels import INCIDENT_PANELS, MARKER_EVENT_KINDS, PanelKind, scalar_signals
 
 if TYPE_CHECKING:
     from enginescope.dashboard.tail import TailCache
+
 
 # (max window span, bucket width): at most ~1,500 points per series (what a chart can draw
 # legibly and ship fast). Whole-minute buckets (from 6 h up) read the minute rollups; shorter
@@ -88,6 +91,7 @@ class IncidentData:
     series: pd.DataFrame = field(default_factory=pd.DataFrame)  # t, replica, signal, mean, rate..
     replica_count: pd.DataFrame = field(default_factory=pd.DataFrame)
     events: pd.DataFrame = field(default_factory=pd.DataFrame)
+    gpu: pd.DataFrame = field(default_factory=pd.DataFrame)  # ts, replica, throttle_<reason>
 
     @property
     def empty(self) -> bool:
@@ -130,7 +134,14 @@ def list_replicas(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     if not queries.has_table(con, "signals"):
         return pd.DataFrame(columns=["replica", "model", "engine", "gpu_type", "first_ts", "last_ts"])
     sql = queries.REPLICAS_1M_SQL if use_rollup(con, "signals_1m") else queries.REPLICAS_SQL
-    return queries.df(con, sql, {})
+    return engine_replicas(queries.df(con, sql, {}))
+
+
+def engine_replicas(replicas: pd.DataFrame) -> pd.DataFrame:
+    """``replicas`` without fleet pseudo-replicas (a fleet watcher's rows are no replica)."""
+    if replicas.empty:
+        return replicas
+    return replicas.loc[~replicas["replica"].map(is_fleet_replica)].reset_index(drop=True)
 
 
 def load_latency(
@@ -225,7 +236,25 @@ def load_incident(
         )
         data.replica_count = replica_count(data.series)
     data.events = load_events(con, window)
+    data.gpu = load_gpu_throttle(con, window, data.events)
     return data
+
+
+def load_gpu_throttle(con: duckdb.DuckDBPyConnection, window: Window, events: pd.DataFrame) -> pd.DataFrame:
+    """gpu-table rows (ts, replica, slowdown ``throttle_<reason>`` columns) of the replicas
+    with gpu_throttle events in the window: the structured record of what slowed them down.
+    Empty when there are no such events or no gpu table (nothing is read then)."""
+    empty = pd.DataFrame(columns=["ts", "replica"])
+    if events.empty or not queries.has_table(con, "gpu"):
+        return empty
+    replicas = sorted(set(events.loc[events["kind"] == "gpu_throttle", "replica"]))
+    if not replicas:
+        return empty
+    params = window.params()
+    params["replicas"] = replicas
+    rows = queries.df(con, queries.GPU_DEVICES_SQL, params)
+    cols = [c for c in SLOWDOWN_COLUMNS if c in rows]
+    return rows[["ts", "replica", *cols]] if not rows.empty else empty
 
 
 def load_slowest_requests(con: duckdb.DuckDBPyConnection, window: Window, limit: int = 20) -> pd.DataFrame:

@@ -5,11 +5,15 @@ Pure functions over the incident view's DataFrames (no Streamlit, no DuckDB):
   series   DataFrame(t, replica, signal, mean, peak, low, rate)
   events   DataFrame(ts, replica, kind, detail, replica_count)
 
+  gpu      DataFrame(ts, replica, throttle_<reason>...) rows of the gpu table (optional)
+
 An incident is a run of time buckets whose fleet p95 breaches the SLO (or, without an SLO,
-a multiple of the window's normal level: its 25th-percentile p95), or a fault event
-(engine restart, GPU throttle or XID) that opens a span of its own when it breaches no
-latency threshold. Each cause is scored from evidence in the incident window against the
-rest of the window; every conclusion carries its numbers.
+a multiple of the window's normal level: ``baseline_rule()``), or a fault event (engine
+restart, GPU throttle or XID) that opens a span of its own when it breaches no latency
+threshold. Each cause is scored from evidence in the incident window against the rest of
+the window; every conclusion carries its numbers. Throttling is read from structured data
+(the gpu table's ``throttle_<reason>`` columns, else the ``gpu_throttled`` signal), never
+from the text of an event's detail.
 """
 
 from __future__ import annotations
@@ -19,25 +23,24 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from enginescope.collectors.signals import SLO_BY_SIGNAL, SLO_SIGNALS, THROTTLE_REASONS
 from enginescope.dashboard.spec_cause import spec_drift_cause
 
-SLO_SIGNALS: dict[str, str] = {
-    "ttft_p95_s": "ttft_seconds",
-    "itl_p95_s": "itl_seconds",
-    "e2e_p95_s": "e2e_seconds",
-}
-SHORT = {
-    "ttft_seconds": "TTFT",
-    "itl_seconds": "ITL",
-    "e2e_seconds": "e2e",
-    "queue_time_seconds": "queue time",
-}
+SLOWDOWN_COLUMNS = tuple(r.column for r in THROTTLE_REASONS if r.slowdown)
 BASELINE_FACTOR = 3.0
 # Decode steps are steady, so a sustained ITL rise of half is already a regression;
 # queueing moves TTFT and e2e by much more than their noise.
 BASELINE_FACTORS = {"ttft_seconds": BASELINE_FACTOR, "itl_seconds": 1.5, "e2e_seconds": BASELINE_FACTOR}
 # The 25th percentile, not the median: in a short window an incident can cover half of it.
 BASELINE_QUANTILE = 0.25
+
+
+def baseline_rule() -> str:
+    """The rule ``thresholds`` applies without an SLO, in words (the page's caption)."""
+    factors = ", ".join(f"{SLO_BY_SIGNAL[s].label} {f:g}x" for s, f in BASELINE_FACTORS.items())
+    return f"{factors} the window's {BASELINE_QUANTILE * 100:g}th-percentile p95"
+
+
 # Events that are incidents even without a latency breach (availability, hardware).
 FAULT_EVENT_KINDS = ("engine_restart", "gpu_throttle", "gpu_xid", "gpu_lost")
 BUSY_UTILIZATION_PCT = 80.0  # idle GPUs drop their clocks: only busy ones show throttling
@@ -133,7 +136,9 @@ def find_incidents(
         inc.end = max(inc.end, t1)
         if signal not in inc.first_breach:
             inc.first_breach[signal] = t0
-            inc.breaches[signal] = f"{SHORT[signal]} p95 peaked at {peak:.3g} s (> {why}) from {_hms(t0)}"
+            inc.breaches[signal] = (
+                f"{SLO_BY_SIGNAL[signal].label} p95 peaked at {peak:.3g} s (> {why}) from {_hms(t0)}"
+            )
     for inc in incidents:
         inc.ongoing = window_end is not None and inc.end >= window_end - pd.Timedelta(seconds=bucket_s)
     return incidents
@@ -146,15 +151,18 @@ def diagnose(
     slo: dict[str, float] | None,
     bucket_s: float,
     window_end: pd.Timestamp | None = None,
+    gpu: pd.DataFrame | None = None,
 ) -> list[Incident]:
-    """Incidents with causes (best first) and the autoscaler's reaction times."""
+    """Incidents with causes (best first) and the autoscaler's reaction times. ``gpu`` holds
+    gpu-table rows (ts, replica, throttle_<reason> columns) of replicas with throttle events."""
+    gpu = pd.DataFrame(columns=["ts", "replica"]) if gpu is None else gpu
     incidents = find_incidents(latency, slo, bucket_s, window_end)
-    incidents = add_fault_incidents(incidents, events, series, bucket_s, window_end)
+    incidents = add_fault_incidents(incidents, events, series, bucket_s, window_end, gpu)
     fleet = fleet_frame(series)
     for inc in incidents:
         inside = _between(fleet, "t", inc.start, inc.end)
         outside = fleet[~fleet.index.isin(inside.index)]
-        ctx = _Context(inc, inside, outside, latency, events, bucket_s)
+        ctx = _Context(inc, inside, outside, latency, events, bucket_s, gpu)
         causes = [c for c in (check(ctx) for check in _CHECKS) if c is not None]
         inc.causes = sorted(causes, key=lambda c: -c.score)
         _reaction(inc, events)
@@ -167,9 +175,11 @@ def add_fault_incidents(
     series: pd.DataFrame,
     bucket_s: float,
     window_end: pd.Timestamp | None = None,
+    gpu: pd.DataFrame | None = None,
 ) -> list[Incident]:
     """Fault events no latency incident explains open their own incident, from the event
-    until the replica recovers (engine_ready again, or gpu_throttled back to 0)."""
+    until the replica recovers (engine_ready again, or gpu_throttled back to 0). A
+    gpu_throttle event after which no slowdown reason is active is a throttle ending."""
     if events.empty:
         return incidents
     margin = pd.Timedelta(seconds=_EVENT_MARGIN_S)
@@ -177,9 +187,9 @@ def add_fault_incidents(
     gap = pd.Timedelta(seconds=min_incident_s(bucket_s))
     out = list(incidents)
     faults = events.loc[events["kind"].isin(FAULT_EVENT_KINDS)].sort_values("ts")
-    # "none (was hw_thermal)" is a throttle ending, not a new fault.
-    faults = faults.loc[~faults["detail"].fillna("").str.contains(r": none \(was ", regex=True)]
     for ev in faults.itertuples():
+        if ev.kind == "gpu_throttle" and throttle_active_after(ev, series, gpu, bucket_s) is False:
+            continue  # the slowdown ended: not a new fault
         end = _recovered_at(ev, events, series, bucket_s)
         near = [inc for inc in out if inc.start - margin <= ev.ts <= inc.end + gap]
         if near:
@@ -205,6 +215,40 @@ def _recovered_at(ev, events: pd.DataFrame, series: pd.DataFrame, bucket_s: floa
     return ev.ts + step
 
 
+def throttle_active_after(ev, series: pd.DataFrame, gpu: pd.DataFrame | None, bucket_s: float) -> bool | None:
+    """Is a slowdown reason active on ``ev.replica`` right after the event? From the gpu
+    table's first row at or after it (``throttle_<reason>`` columns), else from the
+    ``gpu_throttled`` signal's next bucket; None when neither source has the replica."""
+    if gpu is not None and not gpu.empty and "replica" in gpu:
+        rows = gpu.loc[(gpu["replica"] == ev.replica) & (gpu["ts"] >= ev.ts)]
+        cols = [c for c in SLOWDOWN_COLUMNS if c in rows]
+        if cols and not rows.empty:
+            first = rows.loc[rows["ts"] == rows["ts"].min(), cols]
+            return bool((first.fillna(0) > 0).to_numpy().any())
+    if series.empty:
+        return None
+    hot = series.loc[(series["signal"] == "gpu_throttled") & (series["replica"] == ev.replica)]
+    after = hot.loc[hot["t"] > ev.ts - pd.Timedelta(seconds=bucket_s)].sort_values("t")
+    if after.empty:
+        return None
+    # The bucket holding the event mixes before and after; the next one is all "after".
+    row = after.iloc[1] if len(after) > 1 and after["t"].iloc[0] <= ev.ts else after.iloc[0]
+    return bool(row["peak"] > 0)
+
+
+def throttle_reasons(gpu: pd.DataFrame, t0: pd.Timestamp, t1: pd.Timestamp) -> dict[str, list[str]]:
+    """replica -> slowdown reasons (registry names) active in [t0, t1) per the gpu table."""
+    if gpu is None or gpu.empty or "replica" not in gpu:
+        return {}
+    rows = _between(gpu, "ts", t0, t1)
+    out: dict[str, list[str]] = {}
+    for reason in (r for r in THROTTLE_REASONS if r.slowdown and r.column in rows):
+        hit = rows.loc[rows[reason.column].fillna(0) > 0, "replica"].unique()
+        for replica in hit:
+            out.setdefault(str(replica), []).append(reason.name)
+    return out
+
+
 def fleet_frame(series: pd.DataFrame) -> pd.DataFrame:
     """One row per time bucket with the fleet aggregate each cause check needs."""
     if series.empty:
@@ -215,6 +259,10 @@ def fleet_frame(series: pd.DataFrame) -> pd.DataFrame:
     cols = {}
     for signal, (stat, how) in agg.items():
         part = series.loc[series["signal"] == signal]
+        if signal == "spec_accept_length" and not part.empty:
+            # 0 = no verify steps (a replica starting, idle or down), not an acceptance of 0:
+            # averaging it in makes every scale-up look like a speculative collapse.
+            part = part.loc[part["low" if "low" in part else "mean"] > 0]
         if not part.empty:
             cols[signal] = part.groupby("t")[stat].agg(how)
     busy = _busy_clock(series)
@@ -243,6 +291,7 @@ class _Context:
     latency: dict[str, pd.DataFrame]
     events: pd.DataFrame
     bucket_s: float
+    gpu: pd.DataFrame
 
     def stat(self, column: str, how: str = "max", where: str = "inside") -> float | None:
         frame = self.inside if where == "inside" else self.outside
@@ -273,16 +322,26 @@ def _restart(ctx: _Context) -> Cause | None:
     hits = ctx.events_of("engine_restart")
     if hits.empty:
         return None
-    who = ", ".join(f"{r.replica} at {_hms(r.ts)}" for r in hits.itertuples())
+    ready = ctx.events.loc[ctx.events["kind"] == "engine_ready"]
+    # A replica that restarted and was serving again before the breach began did not cause it.
+    down = [r for r in hits.itertuples() if not (r.ts < ctx.inc.start and _ready_by(ready, r.replica, r.ts, ctx.inc.start))]  # fmt: skip
+    who = ", ".join(f"{r.replica} at {_hms(r.ts)}" for r in (down or list(hits.itertuples())))
+    if not down:
+        return Cause("engine_restart", "Engine restart", 0.5, (f"engine_restart events: {who}, ready again before the breach",))  # fmt: skip
     return Cause("engine_restart", "Engine restart", 3.0, (f"engine_restart events: {who}",))
 
 
 def _throttle(ctx: _Context) -> Cause | None:
     hits, evidence = ctx.events_of("gpu_throttle"), []
+    margin = pd.Timedelta(seconds=_EVENT_MARGIN_S)
+    reasons = throttle_reasons(ctx.gpu, ctx.inc.start - margin, ctx.inc.end)
     if not hits.empty:
-        evidence.append(
-            "gpu_throttle events: " + ", ".join(f"{r.replica} ({r.detail})" for r in hits.itertuples())
-        )
+        who = sorted(set(hits["replica"]))
+        evidence.append("gpu_throttle events: " + ", ".join(
+            f"{r} ({', '.join(reasons[r])})" if r in reasons else f"{r} at {_hms(hits.loc[hits['replica'] == r, 'ts'].min())}"
+            for r in who))  # fmt: skip
+    elif reasons:
+        evidence.append("slowdown reasons: " + ", ".join(f"{r} ({', '.join(v)})" for r, v in reasons.items()))
     clock_in, clock_out = (
         ctx.stat("busy_sm_clock_mhz", "min"),
         ctx.stat("busy_sm_clock_mhz", "median", "outside"),
@@ -444,6 +503,11 @@ def _between(df: pd.DataFrame, col: str, t0: pd.Timestamp, t1: pd.Timestamp) -> 
 
 def _hms(ts: pd.Timestamp | dt.datetime) -> str:
     return pd.Timestamp(ts).strftime("%H:%M:%S")
+
+
+def duration_text(seconds: float) -> str:
+    """'45 s' or '3.5 min'."""
+    return _dur(seconds)
 
 
 def _dur(seconds: float) -> str:

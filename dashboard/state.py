@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from enginescope.collectors.signals import SLOS
+from enginescope.recipes.schema import Recipe, RecipeError, load_recipe
 
 RANGES_S: dict[str, float | None] = {
     "15m": 900,
@@ -23,7 +25,7 @@ RANGES_S: dict[str, float | None] = {
 VIEWS = ("incident", "replica", "requests", "bench", "sql")
 BENCH_THROUGHPUTS = {"tps": ("output_tps", "output throughput (tokens/s)"),
                      "rps": ("throughput_rps", "throughput (requests/s)")}  # fmt: skip
-SLO_PARAMS = {"slo_ttft": "ttft_p95_s", "slo_itl": "itl_p95_s", "slo_e2e": "e2e_p95_s"}
+SLO_PARAMS = {f"slo_{s.label.lower()}": s.key for s in SLOS}  # URL parameter -> SLO key
 SLO_ENV = {key: f"ENGINESCOPE_SLO_{key.upper()}" for key in SLO_PARAMS.values()}
 STORE_RECIPE = "recipe.toml"  # ``enginescope demo --recipe`` copies its recipe here
 SLO_FROM_STORE = f"SLOs from {STORE_RECIPE} in the store"
@@ -88,19 +90,18 @@ class ViewState:
         return (first if span_s is None else max(first, end - dt.timedelta(seconds=span_s))), end
 
 
-def slo_from_recipe(path: Path) -> dict[str, float]:
-    """The [slo] table of a recipe TOML; errors name the file."""
+def read_recipe(path: Path) -> Recipe:
+    """The recipe at ``path`` (validated by ``enginescope.recipes``); errors name the file."""
     try:
-        table = tomllib.loads(path.read_text()).get("slo", {})
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read recipe: {exc}") from exc
-    slo: dict[str, float] = {}
-    for key in SLO_ENV:
-        if key in table:
-            if not isinstance(table[key], int | float) or table[key] <= 0:
-                raise ValueError(f"{path}: [slo].{key} must be a positive number of seconds")
-            slo[key] = float(table[key])
-    return slo
+        return load_recipe(path)
+    except RecipeError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def slo_from_recipe(path: Path) -> dict[str, float]:
+    """The recipe's SLOs, SLO key -> seconds."""
+    slo = read_recipe(path).slo
+    return {s.key: float(getattr(slo, s.key)) for s in SLOS}
 
 
 def slo_from_env(env: Mapping[str, str] = os.environ) -> dict[str, float]:

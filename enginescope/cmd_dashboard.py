@@ -6,6 +6,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import enginescope.dashboard
@@ -14,6 +15,7 @@ from enginescope.collectors.signals import SLOS
 
 HELP = "Open the incident dashboard (Streamlit) on a store folder."
 APP = Path(next(iter(enginescope.dashboard.__path__))) / "app.py"
+CONFIG = APP.parent / ".streamlit" / "config.toml"  # one definition of the server's options
 SLO_FLAGS = tuple(slo.key for slo in SLOS)
 
 
@@ -55,10 +57,24 @@ def build_env(args: argparse.Namespace, base: dict[str, str] | None = None) -> d
     return env
 
 
+def streamlit_options(config: Path = CONFIG) -> list[str]:
+    """The dashboard's ``.streamlit/config.toml`` as command-line flags: Streamlit reads config
+    files only from the working directory and ~/.streamlit, flags apply from anywhere."""
+    try:
+        table = tomllib.loads(config.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CliError(f"{config}: cannot read the dashboard's Streamlit config: {exc}") from exc
+    flags = []
+    for section, options in table.items():
+        for key, value in options.items():
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            flags += [f"--{section}.{key}", text]
+    return flags
+
+
 def command(args: argparse.Namespace) -> list[str]:
-    return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
-            "--server.port", str(args.port), "--server.address", args.address,
-            "--browser.gatherUsageStats", "false"]  # fmt: skip
+    return [sys.executable, "-m", "streamlit", "run", str(APP), *streamlit_options(),
+            "--server.port", str(args.port), "--server.address", args.address]  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

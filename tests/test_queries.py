@@ -18,6 +18,7 @@ from enginescope.cmd_dashboard import build_env
 from enginescope.collectors.quantile import histogram_quantile
 from enginescope.dashboard.data import open_connection
 from enginescope.dashboard.state import ViewState, slo_from_recipe
+from enginescope.recipes.schema import RECIPES_DIR
 from enginescope.views import queries
 from enginescope.views.panels import INCIDENT_PANELS, scalar_signals
 
@@ -128,13 +129,13 @@ def test_url_state_round_trips_and_tolerates_bad_links() -> None:
 
 def test_recipe_slo_and_flags_reach_the_app_env(tmp_path: Path) -> None:
     recipe = tmp_path / "r.toml"
-    recipe.write_text("[slo]\nttft_p95_s = 0.5\nitl_p95_s = 0.03\n")
-    assert slo_from_recipe(recipe) == {"ttft_p95_s": 0.5, "itl_p95_s": 0.03}
+    recipe.write_text((RECIPES_DIR / "llama-3.1-8b-h100.toml").read_text())  # a whole recipe
+    assert slo_from_recipe(recipe) == {"ttft_p95_s": 0.5, "itl_p95_s": 0.03, "e2e_p95_s": 10.0}
     args = argparse.Namespace(
         store=tmp_path, recipe=recipe, slo_ttft_p95_s=None, slo_itl_p95_s=None, slo_e2e_p95_s=2.0
     )
     env = build_env(args, base={})
     assert env["ENGINESCOPE_RECIPE"] == str(recipe.resolve()) and env["ENGINESCOPE_SLO_E2E_P95_S"] == "2.0"
-    recipe.write_text("[slo]\nttft_p95_s = 'fast'\n")
+    recipe.write_text(recipe.read_text().replace("ttft_p95_s = 0.5", "ttft_p95_s = 'fast'"))
     with pytest.raises(CliError, match="r.toml"):
         build_env(args, base={})

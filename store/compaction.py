@@ -108,8 +108,6 @@ def _merge(table: StoreTable, files: list[DataFile], stats: CompactionStats) -> 
 
 def apply_retention(table: StoreTable, retention_days: float, now_s: float) -> int:
     """Remove every ``date`` partition older than ``retention_days`` (one commit); files removed."""
-    if not table.exists() or not table.files():
-        return 0
     cutoff = (datetime.fromtimestamp(now_s, UTC) - timedelta(days=retention_days)).date()
     if not any(f.date < cutoff.isoformat() for f in table.files()):
         return 0

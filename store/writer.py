@@ -289,11 +289,8 @@ class StoreWriter:
     def _compact_locked(self, now_s: float) -> CompactionStats:
         self._last_compact_s = now_s
         for replica in self._replicas or {self.identity.replica: self.identity}:
-            for store_table in self._tables.values():
-                if store_table.exists():
-                    compaction.compact_replica(
-                        store_table, replica, now_s, self.policy, self.compaction_stats
-                    )
+            for store_table in self._tables.values():  # one snapshot update each; [] if missing
+                compaction.compact_replica(store_table, replica, now_s, self.policy, self.compaction_stats)
         if self.retention_days is not None:
             for store_table in self._tables.values():
                 try:

@@ -121,8 +121,11 @@ def _has_data(panel, data: IncidentData, by_signal: dict[str, pd.DataFrame]) -> 
         return not data.replica_count.empty
     df = by_signal.get(panel.signals[0])
     column = RATE_OR_MEAN[panel.kind]
-    # A spec-decoding gauge of 0 everywhere is an engine without speculative decoding.
-    return df is not None and not df.empty and bool(df[column].fillna(0).ne(0).any())
+    if df is None or df.empty or not df[column].notna().any():
+        return False
+    # A spec-decoding gauge of 0 everywhere is an engine without speculative decoding; a
+    # queue of 0 is data (nothing queued).
+    return panel.id != "spec" or bool(df[column].fillna(0).ne(0).any())
 
 
 def _grid(

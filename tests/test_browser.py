@@ -1,21 +1,22 @@
-"""Real browser: `streamlit run` + headless Chromium driven over the DevTools protocol.
+"""Real browser: the dashboard as ``enginescope dashboard`` starts it + headless Chromium
+driven over the DevTools protocol.
 
-Loads the incident view of the store ``enginescope demo --headless --scenario spike`` wrote
-(session fixture ``spike_demo_store``), waits for the charts, checks the event markers and
-the "What happened" summary, and keeps a screenshot in tests/artifacts/incident_view.png.
-Needs Debian's ``chromium`` (apt-get install -y chromium); skipped without it.
+For every demo scenario (the session's demo stores, tests/conftest.py) and at 1600x900 and
+1280x720, the incident view's first viewport must hold the status strip, the cause line and
+the four key charts (element bounding boxes), with no Deploy button; a screenshot of each is
+kept under tests/artifacts/ (CI artifacts). One Streamlit server per store, started together;
+one browser. Needs Debian's ``chromium`` (apt-get install -y chromium); skipped without it.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import json
-import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import pytest
 import websockets  # streamlit's own dependency
+
+from enginescope import cmd_dashboard
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -66,59 +69,96 @@ class _Cdp:
         return result.get("result", {}).get("value")
 
 
-async def _drive(debug_port: int, url: str, shot: Path) -> tuple[str, int]:
+SIZES = ((1600, 900), (1280, 720))
+FIRST_SCREEN = ("status_strip", "cause_line", "key_chart_ttft", "key_chart_itl", "key_chart_queue",
+                "key_chart_replicas")  # fmt: skip
+_BOXES_JS = """JSON.stringify(Object.fromEntries(%s.map(k => {
+  const el = document.querySelector('.st-key-' + k);
+  if (!el) return [k, null];
+  const r = el.getBoundingClientRect();
+  return [k, {top: r.top, bottom: r.bottom, height: r.height,
+              drawn: el.querySelectorAll('.vega-embed canvas, .vega-embed svg').length}];
+})))"""
+
+
+async def _drive(debug_port: int, pages: list[tuple[str, Path, tuple[int, int]]]) -> list[dict]:
     targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{debug_port}/json").read())
     page = next(t for t in targets if t["type"] == "page")
     async with websockets.connect(page["webSocketDebuggerUrl"], max_size=64 << 20) as ws:
-        return await _load_and_capture(_Cdp(ws), url, shot)
+        cdp = _Cdp(ws)
+        return [await _load_and_capture(cdp, url, shot, size) for url, shot, size in pages]
 
 
-async def _load_and_capture(cdp: _Cdp, url: str, shot: Path) -> tuple[str, int]:
+async def _load_and_capture(cdp: _Cdp, url: str, shot: Path, size: tuple[int, int]) -> dict:
+    width, height = size
+    await cdp.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
+                   mobile=False)  # fmt: skip
     await cdp.call("Page.navigate", url=url)
-    text, charts, deadline = "", 0, time.monotonic() + 60
-    while time.monotonic() < deadline and not (charts >= 13 and "Incident 1" in text):
+    boxes, deadline = {}, time.monotonic() + 60
+    keys = json.dumps(list(FIRST_SCREEN))
+    while time.monotonic() < deadline:
         await asyncio.sleep(0.5)
-        text = await cdp.evaluate("document.body.innerText") or ""
-        charts = (
-            await cdp.evaluate("document.querySelectorAll('.vega-embed canvas, .vega-embed svg').length") or 0
-        )
-    await asyncio.sleep(1.0)  # let the last charts paint before the screenshot
-    png = await cdp.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+        boxes = json.loads(await cdp.evaluate(_BOXES_JS % keys) or "{}")
+        charts = [boxes.get(k) for k in FIRST_SCREEN if k.startswith("key_chart")]
+        if all(c and c["drawn"] for c in charts) and boxes.get("cause_line"):
+            break
+    await asyncio.sleep(1.0)  # let the last charts paint
+    boxes = json.loads(await cdp.evaluate(_BOXES_JS % keys) or "{}")
+    png = await cdp.call("Page.captureScreenshot", format="png")
     shot.write_bytes(base64.b64decode(png["data"]))
-    return text, charts
+    text = await cdp.evaluate("document.body.innerText") or ""
+    title = await cdp.evaluate("document.title") or ""
+    deploy = await cdp.evaluate("document.querySelectorAll('[data-testid=\\'stAppDeployButton\\']').length")
+    return {"boxes": boxes, "text": text, "title": title, "deploy": deploy, "viewport_h": height}
 
 
-def test_incident_view_of_the_demo_store_in_a_real_browser(tmp_path: Path, spike_demo_store: Path) -> None:
-    store = spike_demo_store
-    port, debug_port = _free_port(), _free_port()
-    env = {**os.environ, "ENGINESCOPE_STORE": str(store)}
-    app = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.headless", "true",
-         "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+def _serve(store: Path) -> tuple[subprocess.Popen, int]:
+    """The dashboard exactly as ``enginescope dashboard --store STORE`` launches it."""
+    port = _free_port()
+    args = argparse.Namespace(store=store, port=port, address="127.0.0.1", recipe=None,
+                              **{f"slo_{k}": None for k in cmd_dashboard.SLO_FLAGS})  # fmt: skip
+    proc = subprocess.Popen(cmd_dashboard.command(args), env=cmd_dashboard.build_env(args),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")  # fmt: skip
+    return proc, port
+
+
+def test_first_screen_of_every_demo_scenario_in_a_real_browser(
+    tmp_path: Path, spike_demo_store: Path, fault_scenario_stores: dict[str, Path]
+) -> None:
+    stores = {"spike": spike_demo_store, **fault_scenario_stores}
+    servers = {name: _serve(store) for name, store in stores.items()}
+    debug_port = _free_port()
     profile = tempfile.mkdtemp(dir=tmp_path)
     browser = subprocess.Popen(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={profile}",
-         f"--remote-debugging-port={debug_port}", "--window-size=1400,4000", "about:blank"],
+         f"--remote-debugging-port={debug_port}", "--window-size=1600,900", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        _wait_http(f"http://127.0.0.1:{port}/_stcore/health", 60)
+        for _, port in servers.values():
+            _wait_http(f"http://127.0.0.1:{port}/_stcore/health", 60)
         _wait_http(f"http://127.0.0.1:{debug_port}/json/version", 30)
         ARTIFACTS.mkdir(exist_ok=True)
-        shot = ARTIFACTS / "incident_view.png"
-        url = f"http://127.0.0.1:{port}/?range=all"
-        text, charts = asyncio.run(_drive(debug_port, url, shot))
+        pages = [(f"http://127.0.0.1:{port}/?range=all", ARTIFACTS / f"first_screen_{name}_{w}x{h}.png", (w, h))
+                 for name, (_, port) in servers.items() for w, h in SIZES]  # fmt: skip
+        results = asyncio.run(_drive(debug_port, pages))
     finally:
         browser.terminate()
-        app.terminate()
+        for proc, _ in servers.values():
+            proc.terminate()
         browser.wait(10)
-        app.wait(10)
-    assert "What happened" in text and "Incident 1" in text and "Prefill queueing" in text
-    # The event table whose numbers label the markers drawn on every chart.
-    assert "scale_up" in text and "engine_ready" in text and "container_started" in text
-    assert "spike starts" in text
-    assert charts >= 13
-    assert shot.stat().st_size > 50_000
+        for proc, _ in servers.values():
+            proc.wait(10)
+    for (_url, shot, _size), result in zip(pages, results, strict=True):
+        where = f"{shot.name}: {result['boxes']}"
+        for key in FIRST_SCREEN:
+            box = result["boxes"].get(key)
+            assert box and box["height"] > 0, f"{key} missing; {where}"
+            assert 0 <= box["top"] and box["bottom"] <= result["viewport_h"], f"{key} below the fold; {where}"
+        assert all(result["boxes"][k]["drawn"] for k in FIRST_SCREEN if k.startswith("key_chart")), where
+        assert "What happened" in result["text"] and "replicas up / wanted" in result["text"]
+        assert result["title"].startswith("enginescope") and result["deploy"] == 0, where
+        assert shot.stat().st_size > 30_000
+    spike = results[0]["text"]
+    assert "Prefill queueing" in spike and "scale_up" in spike and "spike starts" in spike

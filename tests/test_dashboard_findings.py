@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import duckdb
@@ -22,9 +21,7 @@ from enginescope.dashboard import diagnosis
 from enginescope.dashboard.data import list_replicas, open_connection
 from enginescope.recipes.schema import RECIPES_DIR
 from enginescope.store import StoreWriter
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from gen_history import Fleet, Incident, generate  # noqa: E402
+from tests.history import Fleet, Incident, generate
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 START = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)

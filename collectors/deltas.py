@@ -39,12 +39,14 @@ def counter_increase(previous: float, current: float) -> tuple[float, bool]:
 def histogram_increase(previous: HistogramState, current: HistogramState) -> tuple[HistogramState, bool]:
     """(increase, reset) between two raw histogram readings.
 
-    A reset is the count or any bucket going down, or a changed bucket layout; the increase is
+    A reset is the count or any bucket going down, a bucket gaining more than the buckets above it
+    (observations never move between buckets), or a changed bucket layout; the increase is
     then the whole current reading (the process started from zero), never negative.
     """
     if previous.bounds == current.bounds and current.count >= previous.count:
         counts = tuple(map(operator.sub, current.counts, previous.counts))
-        if min(counts, default=0.0) >= 0:
+        # the increase is itself a histogram: bucket increases >= 0 and cumulative
+        if all(b >= a for a, b in zip((0.0, *counts), counts, strict=False)):
             increase = HistogramState(
                 current.bounds, counts, current.sum - previous.sum, current.count - previous.count
             )

@@ -205,6 +205,8 @@ class _HistogramParts:
             bounds, counts = zip(*sorted(self.buckets), strict=True)
         if len(set(bounds)) != len(bounds):
             return self._reject(family, "repeats an le bound", errors)
+        if not _cumulative(counts):  # a falling bucket would give quantiles outside every bucket
+            return self._reject(family, "has cumulative bucket counts that fall or are negative", errors)
         if not bounds or bounds[-1] != math.inf:
             if self.count is None:
                 return self._reject(family, "has neither a +Inf bucket nor a _count", errors)
@@ -219,6 +221,11 @@ class _HistogramParts:
             ExpositionError(self.line_no, f"{family}{{{labels}}}", f"histogram series {why}; skipped")
         )
         return None
+
+
+def _cumulative(counts: tuple[float, ...]) -> bool:
+    """Counts start at >= 0 and never fall (NaN fails both comparisons)."""
+    return all(b >= a for a, b in zip((0.0, *counts), counts, strict=False))
 
 
 def _reset_detail(families: list[str]) -> str:

@@ -21,8 +21,14 @@ def _diagnose(store: Path) -> tuple[list[diagnosis.Incident], pd.DataFrame]:
     window = Window(first, last + dt.timedelta(seconds=1))
     data = load_incident(con, window)
     found = diagnosis.diagnose(
-        data.latency, data.series, data.events, None, window.effective_bucket_s, pd.Timestamp(window.t1)
-    )
+        data.latency,
+        data.series,
+        data.events,
+        None,
+        window.effective_bucket_s,
+        pd.Timestamp(window.t1),
+        data.gpu,
+    )  # as dashboard/cached.py calls it: the gpu table's throttle reasons included
     return found, data.events
 
 

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from enginescope.collectors.catalog import COUNTER_SIGNALS, GAUGE_SIGNALS, HISTOGRAM_SIGNALS
+from enginescope.collectors.deltas import HistogramState, histogram_increase
 from enginescope.collectors.normalise import Normaliser
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -240,3 +241,22 @@ def test_negative_counter_is_rejected_with_its_line_and_never_gives_a_negative_d
     scrape = normaliser.process('# TYPE g gauge\ng 1\n# TYPE c counter\nc_total -1\nc_total{a="x"} 3\n', 1.0)
     assert [(r.metric, r.delta) for r in scrape.samples if r.type == "counter"] == [("c_total", 3.0)]
     assert [(e.line_no, "negative" in e.reason) for e in scrape.errors] == [(4, True)]
+
+
+def test_histogram_with_falling_cumulative_buckets_is_rejected_with_its_line():
+    """Found by the invariant fuzz (CI): le=1 at 3 above +Inf at 2 was stored as a histogram."""
+    normaliser = Normaliser()
+    text = '# TYPE g gauge\ng 1\n# TYPE h histogram\nh_bucket{le="+Inf"} 2\nh_bucket{le="1"} 3\n'
+    for ts_s in (0.0, 1.0):
+        scrape = normaliser.process(text, ts_s)
+        assert scrape.histograms == []
+        assert [(e.line_no, "cumulative" in e.reason) for e in scrape.errors] == [(4, True)]
+        assert [r.metric for r in scrape.samples] == ["g"]
+
+
+def test_histogram_increase_that_moves_observations_between_buckets_is_a_reset():
+    """le=1 grows by 3 while +Inf stays: no real histogram does that; count it as a restart."""
+    previous = HistogramState((1.0, math.inf), (0.0, 5.0), 1.0, 5.0)
+    current = HistogramState((1.0, math.inf), (3.0, 5.0), 1.0, 5.0)
+    increase, reset = histogram_increase(previous, current)
+    assert reset and increase == current

@@ -7,6 +7,8 @@ What it serves, every series labelled with the replica's identity (``replica``, 
   (``sglang:time_to_first_token_seconds_bucket``), so the engines' published Grafana dashboards
   work against the sidecar unchanged. Histograms are the per-interval increases summed since
   the sidecar started (reset-aware, so they only go up; changed bounds restart the series);
+  every histogram series the engine exposes (``Batch.series``) stays served while idle, and
+  one never observed (SGLang's all-zero ``dp_attention_*``) is served with zero buckets;
   gauges and counters are the engine's last value.
 - the registry's signals under ``enginescope_*`` in base units with the registry's HELP
   (names: ``enginescope.exporters.prom_names``): histograms, gauges, counters (``_total``).
@@ -31,7 +33,15 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from enginescope.collectors.model import Batch, EventKind, GpuRow, HistogramRow, Identity, SampleRow
+from enginescope.collectors.model import (
+    Batch,
+    EventKind,
+    GpuRow,
+    HistogramRow,
+    Identity,
+    SampleRow,
+    SeriesRow,
+)
 from enginescope.collectors.signals import SIGNALS, Kind, Scope
 from enginescope.exporters.prom_names import (
     EVENTS,
@@ -120,6 +130,8 @@ class PromEndpointSink:
             self._init_events(base)
             for row in batch.histograms:
                 self._histogram(base, row)
+            for exposed in batch.series:  # after the rows: a new series starts with its first interval
+                self._idle_histogram(base, exposed)
             for row in batch.signals:
                 self._signal(base, row.signal, row.value, row.labels)
             for gpu in batch.gpu:
@@ -198,16 +210,31 @@ class PromEndpointSink:
             scaled = value * metric.scale
             self._add(metric.name, "gauge", metric.help, origin, base, labels, scaled, accumulate=False)
 
+    @staticmethod
+    def _histogram_names(base: dict[str, str], metric: str, signal: str | None) -> list[tuple[str, str]]:
+        """(family, HELP) a histogram is served under: the engine's name, and ours if mapped."""
+        names = [(metric, _RAW_HELP.format(engine=base["engine"]))]
+        if signal in SIGNALS and SIGNALS[signal].kind is Kind.HISTOGRAM:
+            ours = signal_metric(signal)
+            names.append((ours.name, ours.help))
+        return names
+
+    def _idle_histogram(self, base: dict[str, str], row: SeriesRow) -> None:
+        """A histogram series the engine exposed in this scrape, observed or not: still live."""
+        if row.type != "histogram" or not row.bounds:
+            return
+        bounds = row.bounds if math.isinf(row.bounds[-1]) else (*row.bounds, math.inf)
+        labels = _merge_labels(base, row.labels)
+        for name, help_text in self._histogram_names(base, row.metric, row.signal):
+            self._table.touch_histogram(name, help_text, labels, bounds)
+
     def _histogram(self, base: dict[str, str], row: HistogramRow) -> None:
         if not row.bounds or len(row.bounds) != len(row.counts):
             return
         bounds, counts = row.bounds, row.counts
         if not math.isinf(bounds[-1]):  # the text format needs a +Inf bucket
             bounds, counts = (*bounds, math.inf), (*counts, row.count)
-        names = [(row.metric, _RAW_HELP.format(engine=base["engine"]))]
-        if row.signal in SIGNALS and SIGNALS[row.signal].kind is Kind.HISTOGRAM:
-            metric = signal_metric(row.signal)
-            names.append((metric.name, metric.help))
+        names = self._histogram_names(base, row.metric, row.signal)
         labels = _merge_labels(base, row.labels)
         monotonic, running = [], 0.0
         for count in counts:

@@ -87,6 +87,12 @@ class SeriesTable:
         if self._family(name, "histogram", help_text, Origin.ENGINE, ""):
             self._state.add_histogram(name, labels, bounds, counts, sum_, count, self.clock(), 0.0)
 
+    def touch_histogram(self, name: str, help_text: str, labels: Labels, bounds: tuple[float, ...]) -> None:
+        """The engine still exposes this histogram series but nothing was observed: it stays
+        served (a new one is served with all-zero buckets)."""
+        if self._family(name, "histogram", help_text, Origin.ENGINE, ""):
+            self._state.touch_histogram(name, labels, bounds, self.clock())
+
     def drop(self, keep: Keep) -> int:
         """Remove every series for which ``keep`` is False; returns how many went."""
         return self._state.forget(lambda name, labels: not keep(name, self._meta[name].origin, labels))

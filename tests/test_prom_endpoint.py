@@ -339,3 +339,61 @@ def test_an_event_in_the_first_write_of_a_replica_is_served_as_zero_first(sink):
     for kind in ("container_started", "engine_ready"):
         assert list(series(first, "enginescope_events_total", kind=kind).values()) == [0.0]
         assert list(series(second, "enginescope_events_total", kind=kind).values()) == [1.0]
+
+
+# --- idle histograms (Batch.series) -----------------------------------------------------------
+
+
+def _series_row(row):
+    from enginescope.collectors.model import SeriesRow
+
+    return SeriesRow(row.ts_s, row.metric, "histogram", row.labels, row.bounds, row.signal)
+
+
+def test_an_idle_histogram_stays_served_past_the_ttl():
+    """The engine keeps exposing TTFT but nobody sent a request: no HistogramRow, only its
+    SeriesRow each scrape. Both the engine-named and our own family must stay served (a flat
+    line, rate 0), not vanish after the TTL."""
+    clock = FakeClock()
+    sink = PromEndpointSink(port=0, ttl_s=30.0, clock=clock)
+    try:
+        row = ttft_row(random.Random(9), 100.0)
+        sink.write(Batch(IDENTITY, histograms=[row], series=[_series_row(row)]))
+        for i in range(1, 7):  # 60 s of idle scrapes, twice the TTL
+            clock.now_s += 10
+            idle = dataclasses.replace(_series_row(row), ts_s=100.0 + 10 * i)
+            sink.write(Batch(IDENTITY, signals=[SignalRow(idle.ts_s, "engine_up", 1.0, 10.0)], series=[idle]))
+        _, samples = scrape(sink)
+    finally:
+        sink.close()
+    for name in ("sglang:time_to_first_token_seconds", "enginescope_ttft_seconds"):
+        assert list(series(samples, f"{name}_count").values()) == [row.count], name
+        inf = series(samples, f"{name}_bucket", le="+Inf")
+        assert list(inf.values()) == [row.count], name
+
+
+def test_every_histogram_family_of_a_real_sglang_exposition_is_served(sink):
+    """SGLang exposes two histograms nobody observes on one GPU (dp_attention_*, all zero): they
+    must be served (with the engine's bounds, all-zero buckets) like the observed ones."""
+    from pathlib import Path
+
+    from enginescope.collectors.normalise import Normaliser
+
+    text = (Path(__file__).parent / "fixtures/sglang/0.5.23-single-gpu/metrics.txt").read_text()
+    families = {
+        line.split()[2] for line in text.splitlines() if line.startswith("# TYPE") and "histogram" in line
+    }
+    assert {"sglang:dp_attention_token_imbalance_ratio", "sglang:dp_attention_sync_wait_seconds"} <= families
+    normaliser = Normaliser("sglang")
+    for ts_s in (100.0, 101.0):  # a baseline, then an interval in which nothing was observed
+        scrape_ = normaliser.process(text, ts_s)
+        sink.write(Batch(IDENTITY, samples=scrape_.samples, histograms=scrape_.histograms,
+                         signals=scrape_.signals, series=scrape_.series))  # fmt: skip
+    _, samples = scrape(sink)
+    served = {k[0].removesuffix("_count") for k in samples if k[0].endswith("_count")}
+    assert families <= served, families - served
+    (exposed,) = (r for r in scrape_.series if r.metric == "sglang:dp_attention_sync_wait_seconds")
+    wait = series(samples, "sglang:dp_attention_sync_wait_seconds_bucket")
+    assert sorted(float(dict(k[1])["le"]) for k in wait) == list(exposed.bounds)
+    assert set(wait.values()) == {0.0}
+    assert series(samples, "enginescope_ttft_seconds_count")  # our own name for a mapped family

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -215,38 +216,68 @@ def test_default_port_is_outside_the_allocated_exporter_range():
     assert not 9090 <= DEFAULT_PORT <= 9999
 
 
+COLON = "metric names should not contain ':'"
+# What promtool says about names the engines chose (their dashboards query them, so they are
+# re-served unchanged), besides the colon every engine family has. Nothing else is accepted.
+ENGINE_NAME_FINDINGS = {
+    "sglang:generation_tokens_histogram": "metric name should not include type 'histogram'",
+    "sglang:prompt_tokens_histogram": "metric name should not include type 'histogram'",
+    "sglang:uncached_prompt_tokens_histogram": "metric name should not include type 'histogram'",
+    "sglang:graph_memory_usage_gb": "metric names should not contain abbreviated units",
+    "sglang:kv_cache_memory_usage_gb": "metric names should not contain abbreviated units",
+    "sglang:startup_available_gpu_memory_gb": "metric names should not contain abbreviated units",
+    "sglang:weight_memory_usage_gb": "metric names should not contain abbreviated units",
+    "sglang:routing_key_all_req_count": 'non-histogram and non-summary metrics should not have "_count" suffix',
+    "sglang:routing_key_running_req_count": 'non-histogram and non-summary metrics should not have "_count" suffix',
+    "vllm:iteration_tokens_total": 'non-counter metrics should not have "_total" suffix',  # a histogram
+    "vllm:num_preemptions": 'counter metrics should have "_total" suffix',  # engine_batch(): no _total
+}
+ENGINE_FIXTURES = {
+    "sglang": Path(__file__).parent / "fixtures/sglang/0.5.23-single-gpu/metrics.txt",
+    "vllm": Path(__file__).parent / "fixtures/vllm/0.33.0-plain/metrics.txt",
+}
+
+
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool comes with apt-get install prometheus")
-def test_promtool_check_metrics_is_clean_on_a_real_sidecar_exposition(tmp_path):
+@pytest.mark.parametrize("engine", sorted(ENGINE_FIXTURES))
+def test_promtool_check_metrics_is_clean_on_a_real_sidecar_exposition(tmp_path, engine):
+    """Our families: no finding at all. Engine families: exactly the findings their own names
+    cause (listed above); a parse error, a missing HELP or a type problem of ours fails."""
     from enginescope.collectors.gpu_fields import ALL_COLUMNS
     from enginescope.sidecar import Sidecar, SidecarConfig
     from tests.exposition_server import ExpositionServer
-    from tests.test_sidecar_e2e import FIXTURE, _bump_ttft
 
+    fixture = ENGINE_FIXTURES[engine].read_text()
     endpoint = PromEndpointSink(port=0)
     try:
-        with ExpositionServer(FIXTURE.read_text()) as server:
+        with ExpositionServer(fixture) as server:
             config = SidecarConfig(engine_url=server.url, store_dir=tmp_path / "s", extra_sinks=[endpoint])
             sidecar = Sidecar(config)
             try:
                 sidecar.tick()
-                server.body = _bump_ttft(FIXTURE.read_text(), {0.2: 3}, added_sum_s=0.5)
+                if engine == "sglang":
+                    from tests.test_sidecar_e2e import _bump_ttft
+
+                    server.body = _bump_ttft(fixture, {0.2: 3}, added_sum_s=0.5)
                 sidecar.tick()
-                gpu = engine_batch()
-                gpu.gpu[0].fields.update({c: 1 for c in ALL_COLUMNS if c not in ("gpu_name", "pci_bus_id")})
-                endpoint.write(gpu)
+                extra = (
+                    engine_batch() if engine == "sglang" else full_batch(IDENTITY, 100.0, random.Random(4))
+                )
+                extra.gpu[0].fields.update({c: 1 for c in ALL_COLUMNS if c not in ("gpu_name", "pci_bus_id")})
+                endpoint.write(extra)
                 _, text = fetch(endpoint)
             finally:
                 sidecar.stop()  # closes the endpoint too
     finally:
         endpoint.close()
-    assert "sglang:time_to_first_token_seconds_bucket{" in text and "enginescope_gpu_device_" in text
+    assert f"{engine}:" in text and "enginescope_gpu_device_" in text
     check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
     findings = (check.stdout + check.stderr).strip().splitlines()
-    # Findings allowed only on the engine's own families, re-served exactly as the engine names
-    # them (colons, ``_gb``) because its dashboards query those names; a parse error would not
-    # start with an engine name.
-    assert findings and all(f.startswith(("sglang:", "vllm:")) for f in findings[:1])
-    assert [f for f in findings if not f.startswith(("sglang:", "vllm:"))] == []
+    assert [f for f in findings if f.startswith("enginescope_")] == []
+    families = set(re.findall(r"^# TYPE ((?:sglang|vllm):\S+) ", text, re.M))
+    expected = {f"{name} {COLON}" for name in families}
+    expected |= {f"{name} {why}" for name, why in ENGINE_NAME_FINDINGS.items() if name in families}
+    assert sorted(findings) == sorted(expected)
 
 
 # --- staleness and cardinality --------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The generated alert rules pass Debian's ``promtool check rules`` and the ``promtool test rules``
-cases in tests/rules/ (SLOs, a queue growing 3/min, flapping vs scrape timeouts and Modal churn,
+cases in tests/rules/ for both data paths (SLOs, a queue growing 3/min, flapping vs scrape timeouts and Modal churn,
 an XID counter that first appears at 1)."""
 
 from __future__ import annotations
@@ -35,9 +35,17 @@ def test_promtool_check_rules(name):
     assert f"SUCCESS: {per_recipe * len(load_recipes())} rules found" in result.stdout
 
 
-def test_promtool_test_rules_cover_every_alert():
-    text = (RULES_TESTS / "alerts_test.yml").read_text()
+RULE_TESTS = {  # promtool test rules file -> the generated rules it tests
+    "alerts_test.yml": "prometheus-alerts.yml",
+    "alerts_otlp_test.yml": "prometheus-alerts-otlp.yml",
+}
+
+
+@pytest.mark.parametrize("test_file", sorted(RULE_TESTS))
+def test_promtool_test_rules_cover_every_alert(test_file):
+    text = (RULES_TESTS / test_file).read_text()
+    assert f"  - ../../deploy/observability/{RULE_TESTS[test_file]}\n" in text
     alerts = {rule.name for rule in recipe_rules(load_recipes()[0], DIALECTS[0])}
     assert {a for a in alerts if f"alertname: {a}\n" not in text} == set()
-    result = _promtool("test", "rules", str(RULES_TESTS / "alerts_test.yml"))
+    result = _promtool("test", "rules", str(RULES_TESTS / test_file))
     assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr

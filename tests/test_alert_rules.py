@@ -1,6 +1,6 @@
 """The generated alert rules pass Debian's ``promtool check rules`` and the ``promtool test rules``
-cases in tests/rules/ for both data paths (SLOs, a queue growing 3/min, flapping vs scrape timeouts and Modal churn,
-an XID counter that first appears at 1)."""
+cases in tests/rules/, one file per data path (SLOs, a queue growing 3/min, flapping vs scrape
+timeouts and Modal churn, an XID counter that first appears at 1)."""
 
 from __future__ import annotations
 

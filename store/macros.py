@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import duckdb
 
-# Helpers take already-computed pieces so each expression stays readable; DuckDB inlines them.
+# Helpers take already-computed pieces so each expression stays readable; DuckDB inlines them,
+# so ``histogram_quantile`` binds rank and bucket index once each as lambda parameters
+# (``list_transform([x], lambda v: ...)[1]``): written inline, the bucket search was expanded and
+# evaluated once per use inside ``_hq_interpolate``, 4-5x slower on 288k rows.
 _MACROS = (
     # 1-based index of the first bucket whose cumulative count reaches rank (last if none).
     """CREATE OR REPLACE MACRO _hq_index(rank, counts) AS
@@ -44,7 +47,9 @@ _MACROS = (
          WHEN q < 0 THEN '-inf'::DOUBLE
          WHEN q > 1 THEN 'inf'::DOUBLE
          WHEN counts[-1] IS NULL OR isnan(counts[-1]) OR counts[-1] <= 0 THEN NULL
-         ELSE _hq_interpolate(q * counts[-1], bounds, counts, _hq_index(q * counts[-1], counts))
+         ELSE list_transform([q * counts[-1]], lambda rank:
+                list_transform([_hq_index(rank, counts)], lambda idx:
+                  _hq_interpolate(rank, bounds, counts, idx))[1])[1]
        END""",
     # Aggregate: element-wise sum of the arrays in a group.
     """CREATE OR REPLACE MACRO sum_buckets(counts) AS

@@ -140,13 +140,13 @@ _RESUM_SQL = {
         SELECT {_COMMON}, metric, signal, labels, bounds,
                list_reduce(list(counts), lambda a, b: list_transform(a, lambda x, i: x + b[i])) AS counts,
                sum(sum) AS sum, sum(count) AS count, sum(interval_s) AS interval_s
-        FROM partials GROUP BY ALL ORDER BY ts""",
+        FROM partials GROUP BY ALL ORDER BY ts, replica""",
     SIGNALS_1M: f"""
         SELECT {_COMMON}, signal, labels,
                sum(n) AS n, sum(value_sum) AS value_sum, min(value_min) AS value_min,
                max(value_max) AS value_max, arg_max_null(value_last, last_ts) AS value_last,
                min(first_ts) AS first_ts, max(last_ts) AS last_ts, sum(interval_s) AS interval_s
-        FROM partials GROUP BY ALL ORDER BY ts""",
+        FROM partials GROUP BY ALL ORDER BY ts, replica""",
 }
 
 _lock = threading.Lock()

@@ -73,6 +73,7 @@ class StoreWriter:
         retention_days: float | None = None,
         policy: CompactionPolicy | None = None,
         background: bool = True,
+        raw_retention_days: float | None = None,
     ) -> None:
         self.location = store_location(store_dir)
         self.store_dir: Path | str = self.location.path if self.location.is_local else self.location.root
@@ -86,6 +87,9 @@ class StoreWriter:
         # flush() always commits. Object stores commit on every flush.
         self.commit_interval_s = commit_interval_s if self.location.is_local else flush_interval_s
         self.retention_days = retention_days
+        # Raw tables that have a minute rollup (histograms, signals) may be kept for less time
+        # than everything else: old days then answer from the rollup alone.
+        self.raw_retention_days = raw_retention_days
         self.policy = policy or CompactionPolicy()
         self.rows_written = 0
         self.commits = 0
@@ -135,11 +139,14 @@ class StoreWriter:
             raise ValueError(f"write_table: {table!r} is not one of {', '.join(ROW_TABLES)}")
         arrow = _conform(table, arrow)
         with self._io_lock:
-            for date_key, part in _split_replica_hours(arrow):
-                self._pending[table].parts.append((date_key, part, part.num_rows))
-                if table in rollups.ROLLUP_OF:
-                    rollup = rollups.ROLLUP_OF[table]
-                    self._pending[rollup].parts.append((date_key, _arrow_partials(table, part), 0))
+            rollup = rollups.ROLLUP_OF.get(table)
+            # One re-sum of all rows (grouped by minute and replica), then split like the raw
+            # rows: the same rollup rows as one re-sum per replica-hour, one DuckDB query.
+            partials = dict(_split_replica_hours(_arrow_partials(table, arrow))) if rollup else {}
+            for key, part in _split_replica_hours(arrow):
+                self._pending[table].parts.append((key[0], part, part.num_rows))
+                if rollup and key in partials:
+                    self._pending[rollup].parts.append((key[0], partials[key], 0))
             for replica in pc.unique(arrow.column("replica")).to_pylist():
                 self._replicas.setdefault(replica, Identity(replica))
 
@@ -291,15 +298,25 @@ class StoreWriter:
         for replica in self._replicas or {self.identity.replica: self.identity}:
             for store_table in self._tables.values():  # one snapshot update each; [] if missing
                 compaction.compact_replica(store_table, replica, now_s, self.policy, self.compaction_stats)
-        if self.retention_days is not None:
-            for store_table in self._tables.values():
+        for store_table in self._tables.values():
+            days = self._retention_of(store_table.name)
+            if days is not None:
                 try:
-                    compaction.apply_retention(store_table, self.retention_days, now_s)
+                    compaction.apply_retention(store_table, days, now_s)
                 except Exception as exc:  # another writer's retention commit won the race
                     log.info("store retention on %s: %s", store_table.uri, exc)
         if time.time() - self._last_vacuum_s >= self.policy.vacuum_interval_s:
             self._vacuum_locked()
         return self.compaction_stats
+
+    def _retention_of(self, table: str) -> float | None:
+        """Days of ``table`` to keep (None: all); raw tables with a rollup keep the shorter of
+        ``raw_retention_days`` and ``retention_days``."""
+        if table in rollups.ROLLUP_OF and self.raw_retention_days is not None:
+            if self.retention_days is None:
+                return self.raw_retention_days
+            return min(self.raw_retention_days, self.retention_days)
+        return self.retention_days
 
     def _vacuum_locked(self) -> int:
         self._last_vacuum_s = time.time()
@@ -382,14 +399,28 @@ def _conform(table: str, arrow: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=want)
 
 
-def _split_replica_hours(arrow: pa.Table) -> list[tuple[str, pa.Table]]:
-    """(date, rows) per replica and UTC hour, oldest first."""
-    hours = pc.floor_temporal(arrow.column("ts"), unit="hour")
-    keyed = arrow.append_column("_hour", hours)
+def _split_replica_hours(arrow: pa.Table) -> list[tuple[tuple[str, int, str], pa.Table]]:
+    """((date, hour, replica), rows) per replica and UTC hour, oldest hour first; rows keep
+    their order within a group (one sort, then slices)."""
+    if arrow.num_rows == 0:
+        return []
+    hours = pc.divide(pc.cast(arrow.column("ts"), pa.int64()), 3_600_000_000)
+    codes = pc.dictionary_encode(pc.fill_null(arrow.column("replica"), "")).combine_chunks().indices
+    keys = pa.table({"hour": hours, "code": codes})
+    order = pc.sort_indices(keys, [("hour", "ascending"), ("code", "ascending")])  # a stable sort
+    keys, sorted_rows = keys.take(order), arrow.take(order)
+    hours, codes, n = keys.column("hour"), keys.column("code"), keys.num_rows
+    changed = pc.or_(
+        pc.not_equal(hours.slice(1), hours.slice(0, n - 1)),
+        pc.not_equal(codes.slice(1), codes.slice(0, n - 1)),
+    )
+    cuts = [0, *(i + 1 for i in pc.indices_nonzero(changed).to_pylist()), n]
     out = []
-    for key in keyed.group_by(["replica", "_hour"]).aggregate([]).sort_by("_hour").to_pylist():
-        mask = pc.and_(pc.equal(keyed.column("replica"), key["replica"]), pc.equal(hours, key["_hour"]))
-        out.append((key["_hour"].strftime("%Y-%m-%d"), arrow.filter(mask)))
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+        part = sorted_rows.slice(lo, hi - lo)
+        hour = hours[lo].as_py()
+        date_key = datetime.fromtimestamp(hour * 3600, UTC).strftime("%Y-%m-%d")
+        out.append(((date_key, hour, part.column("replica")[0].as_py() or ""), part))
     return out
 
 

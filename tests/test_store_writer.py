@@ -268,3 +268,29 @@ def test_one_unconvertible_request_row_does_not_drop_other_tables(tmp_path: Path
     assert con.execute("SELECT count(*) FROM samples").fetchone() == (1,)
     assert con.execute("SELECT count(*) FROM events").fetchone() == (1,)
     assert con.execute("SELECT request_id FROM requests").fetchall() == [("r1",)]
+
+
+def test_raw_retention_keeps_the_minute_rollup_answering(tmp_path: Path) -> None:
+    """Raw histograms/signals older than ``raw_retention_days`` go, their minute rollups stay
+    and answer the same per-minute quantiles as before; other tables keep every day."""
+    writer = _writer(tmp_path, raw_retention_days=1, policy=CompactionPolicy(delete_grace_s=0))
+    for day in (3, 2, 0):
+        for s in range(0, 180, 7):
+            writer.write(_batch(T0 - day * 86400 + s, n=1 + s % 3))
+    writer.flush()
+    sql = """SELECT ts, histogram_quantile(0.9, bounds, c) FROM (
+               SELECT ts, bounds, sum_buckets(counts) AS c FROM histograms_1m GROUP BY ts, bounds)
+             ORDER BY ts"""
+    before = open_store(tmp_path).execute(sql).fetchall()
+    assert len(before) == 12  # 4 minutes on each of 3 days
+    writer.compact(T0 + 3600)
+    writer.vacuum()
+    assert {f.date for f in _files(tmp_path, "histograms")} == {"2026-11-28"}
+    assert {f.date for f in _files(tmp_path, "signals")} == {"2026-11-28"}
+    assert len({f.date for f in _files(tmp_path, "histograms_1m")}) == 3
+    assert len({f.date for f in _files(tmp_path, "signals_1m")}) == 3
+    assert len({f.date for f in _files(tmp_path, "samples")}) == 3
+    con = open_store(tmp_path)
+    assert con.execute(sql).fetchall() == before
+    assert con.execute("SELECT count(DISTINCT date) FROM signals_1m").fetchone() == (3,)
+    assert con.execute("SELECT count(DISTINCT date) FROM histograms").fetchone() == (1,)

@@ -241,3 +241,26 @@ def test_library_log_records_are_scrubbed_of_secrets(caplog):
         sink.close()
     lib_logger.warning("after close %s", SECRET)  # the filter goes away with the sink
     assert SECRET in caplog.records[-1].getMessage()
+
+
+def test_a_new_event_in_the_final_write_is_delivered_as_zero_then_its_count():
+    """A new event series goes out at 0 first and counts at the next export; at shutdown there
+    is no next export, so the final round sends both (``container_stopped`` must not be lost)."""
+    from enginescope.collectors.model import Batch, EventKind, EventRow
+
+    receiver = HttpReceiver().start()
+    clock = Clock(T0_S)
+    sink = OtlpSink(make_config(receiver, Protocol.HTTP_PROTOBUF), IDENTITY, clock=clock)
+    try:
+        sink.write(Batch(IDENTITY, events=[EventRow(T0_S, EventKind.CONTAINER_STOPPED)]))
+        assert sink.shutdown(5.0)
+        points = [p for p in receiver.points() if p.name == "enginescope.events"]
+    finally:
+        receiver.stop()
+    stopped = sorted(
+        (p.time_ns, p.value)
+        for p in points
+        if p.attributes["enginescope.event.kind"] == EventKind.CONTAINER_STOPPED
+    )
+    assert [v for _, v in stopped] == [0, 1]
+    assert stopped[1][0] - stopped[0][0] >= 1_000_000  # distinct samples in a millisecond TSDB

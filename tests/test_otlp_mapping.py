@@ -117,11 +117,11 @@ def test_engine_restart_event_restarts_cumulative_series():
     assert hist[2].start_ns > hist[1].time_ns
     assert list(hist[2].bucket_counts) == per_bucket(fed[2].histograms[0].counts)
     restarts = [
-        p
-        for p in named(results[2], "enginescope.events")
-        if p.attributes["enginescope.event.kind"] == "engine_restart"
-    ]
-    assert restarts[0].value == 1
+        [p.value for p in named(points, "enginescope.events")
+         if p.attributes["enginescope.event.kind"] == "engine_restart"]
+        for points in results[2:]
+    ]  # fmt: skip
+    assert restarts == [[0], [1]]  # a new event series: 0 first (see the zero-first test)
 
 
 def test_changed_bounds_start_a_new_histogram_series():
@@ -407,3 +407,21 @@ def test_idle_histograms_of_a_real_exposition_stay_in_the_batch_and_the_export()
         "gen_ai.server.time_to_first_token",
         "sglang.dp_attention_sync_wait_seconds",
     }
+
+
+def test_a_new_event_counter_series_is_exported_at_zero_first():
+    """``increase()`` needs a sample before the first event: an event kind seen for the first
+    time (ReplicaFlapping's first engine_restart, container_started with a new replica) goes out
+    at 0 in this export and at its count in the next, for cumulative and delta counters alike."""
+    for temporality, expected in ((Temporality.CUMULATIVE, [0, 2, 2, 3]), (Temporality.DELTA, [0, 2, 1])):
+        mapper = _mapper(series_ttl_s=1e9, temporality=temporality)
+        restart = [EventRow(T0_S, EventKind.ENGINE_RESTART), EventRow(T0_S, EventKind.ENGINE_RESTART)]
+        fed = [Batch(IDENTITY, events=restart), Batch(IDENTITY), Batch(IDENTITY),
+               Batch(IDENTITY, events=[EventRow(T0_S + 3, EventKind.ENGINE_RESTART)])]  # fmt: skip
+        values = []
+        for i, batch in enumerate(fed):
+            mapper.update(batch)
+            data = mapper.collect(T0_S + i + 0.5)
+            points = named(flatten([encode_metrics(data)]) if data else [], "enginescope.events")
+            values += [p.value for p in points if p.attributes["enginescope.event.kind"] == "engine_restart"]
+        assert values == expected, temporality

@@ -7,6 +7,8 @@ through the shared :class:`~enginescope.collectors.cumulative.CumulativeState`:
   :meth:`OtlpMapper.collect` builds one export (the periodic reader's collect). Cumulative:
   every live series, idle ones included, total since a stable start time. Delta: the change
   since the previous collect. Gauges: the last value.
+- An event-counter series new to the export goes out at 0 first, its count at the next export,
+  so ``increase()`` in the backend counts the first event of a kind.
 - Histograms keep the engine's own bucket bounds; a histogram the engine exposes but nobody
   observed in the interval (``Batch.series``) stays exported.
 - A series not updated for ``series_ttl_s`` leaves; every engine series leaves while the
@@ -99,6 +101,7 @@ class OtlpMapper:
         self._engine_names: set[str] = set()  # series that leave while the engine is down
         self._gpu_ids: dict[str, tuple[tuple[str, str], ...]] = {}
         self._gpu_last_s: dict[str, float] = {}
+        self._held_events: dict[Labels, tuple[float, float]] = {}  # new event series: (n, ts) after 0
         self.expired_series = 0
 
     # -- the reader's two halves -------------------------------------------------------
@@ -133,11 +136,18 @@ class OtlpMapper:
         for point in self.state.collect(now_s, delta=kinds):
             meta = self._meta[point.name]
             by_name[point.name].append(self._point(meta, point))
+        self._release_events()
         if not by_name:
             return None
         metrics = [self._metric(name, self._meta[name], points) for name, points in by_name.items()]
         scope = ScopeMetrics(scope=SCOPE, metrics=metrics, schema_url=N.SCHEMA_URL)
         return MetricsData([ResourceMetrics(self._resource, [scope], N.SCHEMA_URL)])
+
+    @property
+    def holds_events(self) -> bool:
+        """True while a new event series waits to be exported at 0 by the next collect, its
+        count by the one after (a final export must collect twice)."""
+        return bool(self._held_events)
 
     def convert(self, batch: Batch, now_s: float | None = None) -> MetricsData | None:
         """``update`` then ``collect`` at the batch's time: one export per batch (tests, tools)."""
@@ -275,13 +285,34 @@ class OtlpMapper:
         self.state.set(meta.name, attrs, value, ts_s)
 
     def _events(self, batch: Batch) -> None:
+        """Events counted per kind. A series new to the export goes out at 0 first and gets its
+        count at the next export, so ``increase()`` downstream sees 0 -> n (the endpoint does the
+        same): without it, the first ``engine_restart`` or a new replica's ``container_started``
+        never shows in ``increase(...)``."""
         counts: dict[str, tuple[int, float]] = {}
         for event in batch.events:
             n, last = counts.get(event.kind, (0, event.ts_s))
             counts[event.kind] = (n + 1, max(last, event.ts_s))
+        if not counts:
+            return
         meta = self._known(N.EVENTS)
+        live = {s.labels for s in self.state.series() if s.name == meta.name}
         for kind, (n, ts_s) in sorted(counts.items()):
-            self.state.add(meta.name, ((N.EVENT_KIND_ATTR, kind),), float(n), ts_s, 0.0)
+            attrs = ((N.EVENT_KIND_ATTR, kind),)
+            if attrs in self._held_events:
+                held_n, held_s = self._held_events[attrs]
+                self._held_events[attrs] = (held_n + n, max(held_s, ts_s))
+            elif attrs in live:
+                self.state.add(meta.name, attrs, float(n), ts_s, 0.0)
+            else:
+                self.state.add(meta.name, attrs, 0.0, ts_s, 0.0)
+                self._held_events[attrs] = (float(n), ts_s)
+
+    def _release_events(self) -> None:
+        """After an export: the counts held back behind a new event series' first 0."""
+        held, self._held_events = self._held_events, {}
+        for attrs, (n, ts_s) in held.items():
+            self.state.add(N.EVENTS.name, attrs, n, ts_s, 0.0)
 
     # -- helpers -------------------------------------------------------------------------
 

@@ -243,14 +243,20 @@ class OtlpSink:
         """One export on the reader's clock: collect, encode and compress once, enqueue."""
         try:
             with self._state_lock:
-                data = self._mapper.collect(self._clock())
+                now_s, held = self._clock(), self._mapper.holds_events
+                exports = [self._mapper.collect(now_s)]
+                if self._closing and held:
+                    # no next export: a new event series' count follows its 0 now, 2 ms later
+                    # (Prometheus keeps milliseconds), so increase() still sees 0 -> n
+                    exports.append(self._mapper.collect(now_s + 0.002))
                 state = self._mapper.state
                 series = dict(
                     live_series=len(state),
                     overflow_updates=state.overflow_updates,
                     expired_series=self._mapper.expired_series,
                 )
-            entry = encode_entry(data, self._transport.body_encoding) if data is not None else None
+            encoding = self._transport.body_encoding
+            entries = [encode_entry(data, encoding) for data in exports if data is not None]
         except Exception as exc:  # a bug in conversion must not stop the exporter
             log.warning("OTLP: could not build an export: %s", self.config.redact(repr(exc)))
             with self._lock:
@@ -258,7 +264,10 @@ class OtlpSink:
             return
         with self._lock:
             self._stats = replace(self._stats, **series)
-            self._bump(**_dropped(self._backlog.add(entry)) if entry is not None else {})
+            for entry in entries:
+                self._bump(**_dropped(self._backlog.add(entry)))
+            if not entries:
+                self._bump()  # refresh the backlog gauges
 
     def _drain(self, deadline: float | None) -> SendResult | None:
         """Send the backlog oldest first in requests of at most ``max_request_bytes``

@@ -8,7 +8,11 @@ a rewrite either (it reads no predicate, it only removes the files it names). Pe
 - an hour's flush files are merged into chunks of ``chunk_segments`` while the hour is open and
   into one file (sorted by ``ts``) once it closed (``close_grace_s`` after its end);
 - the minute rollups re-sum their per-flush partials when they are merged, so a closed hour
-  holds one row per (minute, replica, series), and a closed day becomes one file.
+  holds one row per (minute, replica, series), and a closed day becomes one file per replica;
+- ``fleet_merge_after_s`` after a day closed, the writer of the day's first replica (by name;
+  any writer one day later) merges the whole day of a rollup table, every replica, into one
+  file sorted by (ts, replica), in row groups of ``ROW_GROUP_ROWS``: a 30-day, 200-replica
+  rollup is 30 files, and a day's query opens one (``compact_days``).
 
 Replaced files stay on disk for readers that listed them until ``vacuum`` removes them, at the
 earliest ``delete_grace_s`` after the commit that removed them (delta-rs counts whole hours).
@@ -34,6 +38,9 @@ log = logging.getLogger(__name__)
 HOUR_S = 3600
 DAY_S = 86400
 _US = 1_000_000
+# Rows per Parquet row group of a compaction output: sorted by ts, a group's ts statistics let a
+# reader skip the rest of a day file (an hour of 200 replicas' minute rollup is 12,000 rows).
+ROW_GROUP_ROWS = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +49,9 @@ class CompactionPolicy:
     close_grace_s: float = 120.0  # an hour is closed (merged into one file) this long after it ends
     delete_grace_s: float = 3600.0  # vacuum keeps replaced (and never-committed) files this long
     vacuum_interval_s: float = 3600.0  # how often a writer vacuums (lists the whole table)
+    # A rollup day of all replicas becomes one file this long after the day closed (None: never).
+    fleet_merge_after_s: float | None = 3600.0
+    fleet_merge_max_bytes: int = 256 << 20  # larger days stay per replica (memory of the merge)
 
 
 @dataclass(slots=True)
@@ -63,6 +73,8 @@ def compact_replica(
     rollup = table.name in SOURCE_OF
     for date, files in sorted(by_date.items()):
         day_start_s = _date_start_s(date)
+        if rollup and _fleet_due(day_start_s, now_s, policy):
+            continue  # the whole day is merged across replicas (compact_days)
         if rollup and now_s >= day_start_s + DAY_S + policy.close_grace_s:
             if len(files) > 1:  # a closed day's rollup: one file per replica per day
                 _merge(table, files, stats)
@@ -75,6 +87,36 @@ def compact_replica(
             elif not closed and len(fresh) >= policy.chunk_segments:
                 _merge(table, fresh, stats)
     return stats
+
+
+def compact_days(
+    table: StoreTable, own: set[str], now_s: float, policy: CompactionPolicy, stats: CompactionStats
+) -> CompactionStats:
+    """Merge each due day of a rollup table (all replicas) into one file. The writer that owns
+    the day's first replica does it (so 200 sidecars do not race for it); any writer does once
+    the day is one more day overdue (that replica's writer may be gone)."""
+    if table.name not in SOURCE_OF or policy.fleet_merge_after_s is None:
+        return stats
+    by_date: dict[str, list[DataFile]] = {}
+    for f in table.files():
+        if f.min_ts_us is not None:
+            by_date.setdefault(f.date, []).append(f)
+    for date, files in sorted(by_date.items()):
+        day_start_s = _date_start_s(date)
+        if len(files) < 2 or not _fleet_due(day_start_s, now_s, policy):
+            continue
+        if sum(f.size_bytes for f in files) > policy.fleet_merge_max_bytes:
+            continue
+        first = min((f.min_replica for f in files if f.min_replica is not None), default=None)
+        if first not in own and not _fleet_due(day_start_s + DAY_S, now_s, policy):
+            continue
+        _merge(table, files, stats)
+    return stats
+
+
+def _fleet_due(day_start_s: float, now_s: float, policy: CompactionPolicy) -> bool:
+    after = policy.fleet_merge_after_s
+    return after is not None and now_s >= day_start_s + DAY_S + policy.close_grace_s + after
 
 
 def _by_hour(files: list[DataFile]) -> dict[int, list[DataFile]]:
@@ -94,7 +136,7 @@ def _merge(table: StoreTable, files: list[DataFile], stats: CompactionStats) -> 
         merged = resum(table.name, merged)
     elif merged.num_rows and "ts" in merged.column_names:
         merged = merged.take(pc.sort_indices(merged, [("ts", "ascending")]))
-    add = table.write_file(merged, files[0].date, kind="c")
+    add = table.write_file(merged, files[0].date, kind="c", row_group_rows=ROW_GROUP_ROWS)
     try:
         # Re-summed partials are different rows (same totals): a data change for Delta readers.
         table.rewrite(files, [add], data_change=table.name in SOURCE_OF)

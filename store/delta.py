@@ -164,11 +164,13 @@ class StoreTable:
         return f"{self.uri}/{urllib.parse.unquote(f.path)}"
 
     # --- data files ------------------------------------------------------------------------
-    def write_file(self, arrow: pa.Table, date: str, kind: str = "f") -> AddAction:
+    def write_file(
+        self, arrow: pa.Table, date: str, kind: str = "f", row_group_rows: int | None = None
+    ) -> AddAction:
         """Upload ``arrow`` (one date's rows, without ``date``) as a new, uncommitted data file."""
         rel = f"{PARTITION}={date}/{kind}-{uuid.uuid4().hex}.parquet"
         sink = io.BytesIO()
-        pq.write_table(arrow, sink, compression="zstd")
+        pq.write_table(arrow, sink, compression="zstd", row_group_size=row_group_rows)
         data = sink.getvalue()
         path = f"{self._base}/{rel}"
         if self.location.is_local:

@@ -295,9 +295,12 @@ class StoreWriter:
 
     def _compact_locked(self, now_s: float) -> CompactionStats:
         self._last_compact_s = now_s
-        for replica in self._replicas or {self.identity.replica: self.identity}:
+        own = self._replicas or {self.identity.replica: self.identity}
+        for replica in own:
             for store_table in self._tables.values():  # one snapshot update each; [] if missing
                 compaction.compact_replica(store_table, replica, now_s, self.policy, self.compaction_stats)
+        for table in rollups.SOURCE_OF:
+            compaction.compact_days(self._tables[table], set(own), now_s, self.policy, self.compaction_stats)
         for store_table in self._tables.values():
             days = self._retention_of(store_table.name)
             if days is not None:

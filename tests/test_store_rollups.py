@@ -16,6 +16,9 @@ from enginescope.store.location import store_location
 from enginescope.views import queries
 
 T0 = datetime(2026, 11, 28, 10, 58, 30, tzinfo=UTC).timestamp()  # spans an hour boundary
+NEXT_DAY_S = datetime(
+    2026, 11, 29, 0, 30, tzinfo=UTC
+).timestamp()  # 2026-11-28 closed, before the all-replica merge
 REPLICAS = (Identity("rep-a", engine="sglang", model="m"), Identity("rep-b", engine="vllm", model="m"))
 
 # Per (minute, replica, signal, labels) over raw rows: what the rollup must reproduce.
@@ -120,7 +123,8 @@ def test_closed_day_rollup_becomes_one_file_counted_once(tmp_path: Path) -> None
     writer = _fill(tmp_path)
     con = open_store(tmp_path)
     raw = con.execute(RAW_SQL).fetchall()
-    writer.compact(T0 + 86400)  # the next day: 2026-11-28 is closed
+    # 30 min into the next day: 2026-11-28 is closed, not yet due for the all-replica merge.
+    writer.compact(NEXT_DAY_S)
     assert _own(tmp_path, "signals_1m") == [(10, 11)]
     assert _own(tmp_path, "signals") == [(10, 10), (11, 11)]  # raw stays hourly
     _close(con.execute(ROLLUP_SQL).fetchall(), raw)
@@ -139,7 +143,7 @@ def test_closed_day_rollup_becomes_one_file_counted_once(tmp_path: Path) -> None
     raw = con.execute(RAW_SQL).fetchall()
     assert _own(tmp_path, "signals_1m") == [(10, 10), (10, 11)]  # day file + the late file
     _close(con.execute(ROLLUP_SQL).fetchall(), raw)
-    writer.compact(T0 + 86400)
+    writer.compact(NEXT_DAY_S)
     assert _own(tmp_path, "signals_1m") == [(10, 11)]
     _close(con.execute(ROLLUP_SQL).fetchall(), raw)
     assert con.execute("SELECT count(*) FROM signals_1m_partials").fetchone()[0] == len(raw)

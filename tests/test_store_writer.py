@@ -294,3 +294,41 @@ def test_raw_retention_keeps_the_minute_rollup_answering(tmp_path: Path) -> None
     assert con.execute(sql).fetchall() == before
     assert con.execute("SELECT count(DISTINCT date) FROM signals_1m").fetchone() == (3,)
     assert con.execute("SELECT count(DISTINCT date) FROM histograms").fetchone() == (1,)
+
+
+def test_closed_rollup_day_becomes_one_file_of_all_replicas(tmp_path: Path) -> None:
+    """An hour after a day closed, the writer of its first replica merges the day's rollup
+    files of every replica into one (any writer a day later); answers do not change."""
+    policy = CompactionPolicy(delete_grace_s=0)
+    a = StoreWriter(tmp_path, Identity("rep-a", engine="sglang"), background=False, policy=policy)
+    b = StoreWriter(tmp_path, Identity("rep-b", engine="sglang"), background=False, policy=policy)
+    day = T0 - 86400  # 2026-11-27; T0 is 10 h after it closed
+    for s in range(0, 7200, 300):
+        a.write(_batch(day + s, Identity("rep-a", engine="sglang"), n=2))
+        b.write(_batch(day + s + 1, Identity("rep-b", engine="sglang")))
+    a.flush()
+    b.flush()
+    sql = """SELECT replica, ts, histogram_quantile(0.5, bounds, counts), count, n
+             FROM histograms_1m JOIN signals_1m USING (ts, replica) ORDER BY ALL"""
+    before = open_store(tmp_path).execute(sql).fetchall()
+    assert len(before) == 48
+
+    def day_files(table: str) -> list[DataFile]:
+        return [f for f in _files(tmp_path, table) if f.date == "2026-11-27"]
+
+    b.compact(T0)  # not the day's first replica: leaves rep-a's files alone
+    assert len(day_files("histograms_1m")) > 1 and all(f.replica for f in day_files("histograms_1m"))
+    a.compact(T0)
+    for table in ("histograms_1m", "signals_1m"):
+        (merged,) = day_files(table)
+        assert (merged.min_replica, merged.max_replica) == ("rep-a", "rep-b")
+    assert len(day_files("histograms")) == 4  # raw tables stay per replica and hour
+    assert open_store(tmp_path).execute(sql).fetchall() == before
+    b.write(_batch(day + 6930, Identity("rep-b", engine="sglang")))  # a late row of that day
+    b.flush()
+    b.compact(T0 + 86400)  # a day overdue: any writer merges
+    assert len(day_files("histograms_1m")) == 1
+    after = open_store(tmp_path).execute(sql).fetchall()
+    assert len(after) == 48 and after != before
+    late = ("rep-b", datetime.fromtimestamp((day + 6900) // 60 * 60, UTC))
+    assert [r for r in after if r[:2] != late] == [r for r in before if r[:2] != late]

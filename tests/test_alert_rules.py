@@ -4,7 +4,6 @@ timeouts and Modal churn, an XID counter that first appears at 1)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,13 +12,13 @@ import pytest
 from enginescope.exporters.obs_dialect import DIALECTS
 from enginescope.exporters.obs_rules import recipe_rules
 from enginescope.exporters.observability_gen import CHECKED_IN_DIR, generate_all, load_recipes, stale_files
+from tests.binaries import require
 
-pytestmark = pytest.mark.skipif(shutil.which("promtool") is None, reason="apt-get install prometheus")
 RULES_TESTS = Path(__file__).parent / "rules"
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["promtool", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([require("promtool"), *args], capture_output=True, text=True, timeout=60)
 
 
 def test_checked_in_rules_are_current():

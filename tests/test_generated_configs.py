@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import random
 import re
-import shutil
 import subprocess
 import urllib.request
-
-import pytest
 
 from enginescope.cli import main
 from enginescope.collectors.model import Identity
@@ -18,6 +15,7 @@ from enginescope.exporters.obs_rules import recipe_rules
 from enginescope.exporters.observability_gen import DEFAULT_OUT_DIR, generate_all, load_recipes, stale_files
 from enginescope.exporters.prom_endpoint import PromEndpointSink
 from enginescope.views.panels import EXPORT_PANELS, PanelKind
+from tests.binaries import require
 from tests.otlp_data import full_batch
 
 FILES = {f.name: f.text for f in generate_all(load_recipes())}
@@ -102,17 +100,17 @@ def test_alert_thresholds_are_the_recipe_slos():
             assert f"alert: {alert}\n" in group
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool comes with apt-get install prometheus")
 def test_promtool_accepts_the_rules_and_scrape_config(tmp_path):
+    promtool = require("promtool")
     for name in ("prometheus-alerts.yml", "prometheus-scrape.yml"):
         (tmp_path / name).write_text(FILES[name])
-    rules = subprocess.run(["promtool", "check", "rules", str(tmp_path / "prometheus-alerts.yml")],
+    rules = subprocess.run([promtool, "check", "rules", str(tmp_path / "prometheus-alerts.yml")],
                            capture_output=True, text=True)  # fmt: skip
     assert rules.returncode == 0, rules.stdout + rules.stderr
     n_recipes = len(load_recipes())
     per_recipe = len(recipe_rules(load_recipes()[0], PROM))
     assert f"SUCCESS: {per_recipe * n_recipes} rules found" in rules.stdout
-    config = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus-scrape.yml")],
+    config = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus-scrape.yml")],
                             capture_output=True, text=True)  # fmt: skip
     assert config.returncode == 0, config.stdout + config.stderr
 

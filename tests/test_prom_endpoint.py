@@ -6,7 +6,6 @@ import dataclasses
 import math
 import random
 import re
-import shutil
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -16,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from enginescope.collectors.model import Batch, EventKind, GpuRow, SampleRow, SignalRow
 from enginescope.exporters.prom_endpoint import PromEndpointSink
+from tests.binaries import require
 from tests.otlp_data import IDENTITY, TTFT_BOUNDS, batches, full_batch, ttft_row
 
 
@@ -238,11 +238,11 @@ ENGINE_FIXTURES = {
 }
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool comes with apt-get install prometheus")
 @pytest.mark.parametrize("engine", sorted(ENGINE_FIXTURES))
 def test_promtool_check_metrics_is_clean_on_a_real_sidecar_exposition(tmp_path, engine):
     """Our families: no finding at all. Engine families: exactly the findings their own names
     cause (listed above); a parse error, a missing HELP or a type problem of ours fails."""
+    promtool = require("promtool")
     from enginescope.collectors.gpu_fields import ALL_COLUMNS
     from enginescope.sidecar import Sidecar, SidecarConfig
     from tests.exposition_server import ExpositionServer
@@ -271,7 +271,7 @@ def test_promtool_check_metrics_is_clean_on_a_real_sidecar_exposition(tmp_path, 
     finally:
         endpoint.close()
     assert f"{engine}:" in text and "enginescope_gpu_device_" in text
-    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
     findings = (check.stdout + check.stderr).strip().splitlines()
     assert [f for f in findings if f.startswith("enginescope_")] == []
     families = set(re.findall(r"^# TYPE ((?:sglang|vllm):\S+) ", text, re.M))

@@ -22,16 +22,19 @@ from enginescope.collectors.model import Identity
 from enginescope.collectors.quantile import histogram_quantile
 from enginescope.exporters.observability_gen import DEFAULT_OUT_DIR
 from enginescope.exporters.prom_endpoint import PromEndpointSink
+from tests.binaries import require
 from tests.otlp_data import INTERVAL_S, full_batch
 from tests.otlp_receivers import free_port
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("prometheus") is None, reason="apt-get install prometheus"),
-]
+pytestmark = pytest.mark.slow
 MODEL = "llama-3.1-8b-instruct"  # the llama recipe's served name: its alert rules apply
 SGLANG_LIKE_BOUNDS = (0.01, 0.03, 0.1, 0.4, 1.0, 10.0, math.inf)
 REPLICAS = [Identity(f"ta-{n}", "sglang", MODEL, "us-east-1", "H100") for n in ("a", "b")]
+
+
+@pytest.fixture(autouse=True)
+def _prometheus_binary() -> None:
+    require("prometheus")  # skipped where missing, failed under CI (tests/binaries.py)
 
 
 class Prometheus:
@@ -45,7 +48,7 @@ class Prometheus:
             f"    static_configs: [{{targets: ['{target}']}}]\n"
         )
         self.proc = subprocess.Popen(
-            ["prometheus", f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
+            [require("prometheus"), f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip

@@ -48,6 +48,7 @@ from enginescope.exporters.prom_names import (
     SERIES_FOLDED,
     SERIES_LIVE,
     gpu_column_metric,
+    sidecar_sample_help,
     signal_metric,
 )
 from enginescope.exporters.prom_series import Origin, SeriesTable
@@ -264,8 +265,10 @@ class PromEndpointSink:
         name, suffix = sample.metric, ""
         if kind == "counter" and name.endswith("_total"):
             name, suffix = name.removesuffix("_total"), "_total"
-        help_text = _RAW_HELP.format(engine=engine)
-        self._add(name, kind, help_text, Origin.ENGINE, base, sample.labels, sample.value,
+        own = sidecar_sample_help(name)  # the sidecar's own samples: not the engine's, stay when it is down
+        help_text = own or _RAW_HELP.format(engine=engine)
+        origin = Origin.ENGINE if own is None else Origin.SIDECAR
+        self._add(name, kind, help_text, origin, base, sample.labels, sample.value,
                   accumulate=False, suffix=suffix)  # fmt: skip
 
     # -- exposition -------------------------------------------------------------------------

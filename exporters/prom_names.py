@@ -115,3 +115,32 @@ SERIES_FOLDED = PromMetric(
 SERIES_LIVE = PromMetric(
     PREFIX + "endpoint_series", Kind.GAUGE, "Series the endpoint serves, per family kind"
 )
+
+# The sidecar's own samples (``enginescope_sidecar_*`` from the engine source, ``enginescope_otlp_*``
+# from the OTLP sink) travel in ``Batch.samples`` next to the engine's; served with these HELP
+# texts (family names: counters without ``_total``), never as engine samples.
+_SIDECAR_SAMPLE_HELP = {
+    "enginescope_sidecar_scrapes": "Scrapes of the engine's metrics endpoint by the sidecar",
+    "enginescope_sidecar_scrape_errors": "Scrapes of the engine's metrics endpoint that failed "
+    "(refused, timed out, HTTP error)",
+    "enginescope_sidecar_parse_errors": "Malformed lines of the engine's exposition the sidecar skipped",
+    "enginescope_sidecar_scrape_duration_seconds": "Duration of the sidecar's last scrape of the engine",
+    "enginescope_otlp_exported_points": "Data points the OTLP sink delivered",
+    "enginescope_otlp_failed_exports": "OTLP export requests that failed (retried while the backlog holds them)",
+    "enginescope_otlp_dropped_batches": "OTLP exports dropped because the backlog was full",
+    "enginescope_otlp_dropped_bytes": "Bytes of OTLP exports dropped because the backlog was full",
+    "enginescope_otlp_dropped_points": "Data points of OTLP exports dropped because the backlog was full",
+    "enginescope_otlp_rejected_points": "Data points the OTLP receiver rejected (partial success)",
+    "enginescope_otlp_overflow_updates": "Updates of new OTLP series folded into otel.metric.overflow",
+    "enginescope_otlp_expired_series": "OTLP series that left the export after the series TTL",
+    "enginescope_otlp_backlog_bytes": "Bytes of OTLP exports waiting to be sent",
+    "enginescope_otlp_backlog_batches": "OTLP exports waiting to be sent",
+    "enginescope_otlp_series": "Live series in the OTLP sink's state",
+}
+
+
+def sidecar_sample_help(family: str) -> str | None:
+    """HELP of one of the sidecar's own sample families, None for an engine family."""
+    if not family.startswith(PREFIX):
+        return None
+    return _SIDECAR_SAMPLE_HELP.get(family, "The enginescope sidecar's own metric (not from the engine)")

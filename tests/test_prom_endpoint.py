@@ -428,3 +428,22 @@ def test_every_histogram_family_of_a_real_sglang_exposition_is_served(sink):
     assert sorted(float(dict(k[1])["le"]) for k in wait) == list(exposed.bounds)
     assert set(wait.values()) == {0.0}
     assert series(samples, "enginescope_ttft_seconds_count")  # our own name for a mapped family
+
+
+def test_the_sidecars_own_samples_have_their_own_help_and_stay_while_the_engine_is_down(sink):
+    """``enginescope_sidecar_*`` / ``enginescope_otlp_*`` samples come from the sidecar, not the
+    engine: they say what they count and the scrape-error counter stays when the engine is down."""
+    errors = SampleRow(100.0, "enginescope_sidecar_scrape_errors_total", "counter", (), 3.0, 1.0, 1.0)
+    duration = SampleRow(100.0, "enginescope_sidecar_scrape_duration_seconds", "gauge", (), 0.01)
+    backlog = SampleRow(100.0, "enginescope_otlp_backlog_bytes", "gauge", (), 512.0)
+    sink.write(Batch(IDENTITY, samples=[errors, duration, backlog],
+                     signals=[SignalRow(100.0, "engine_up", 1.0, 1.0)]))  # fmt: skip
+    sink.write(Batch(IDENTITY, signals=[SignalRow(101.0, "engine_up", 0.0, 1.0)]))  # engine down
+    _, text = fetch(sink)
+    _, samples = scrape(sink)
+    assert list(series(samples, "enginescope_sidecar_scrape_errors_total").values()) == [3.0]
+    assert list(series(samples, "enginescope_otlp_backlog_bytes").values()) == [512.0]
+    helps = dict(re.findall(r"^# HELP (\S+) (.*)$", text, re.M))
+    assert "scrape" in helps["enginescope_sidecar_scrape_errors_total"].lower()
+    assert "OTLP" in helps["enginescope_otlp_backlog_bytes"]
+    assert not [n for n, h in helps.items() if n.startswith("enginescope_") and "engine sample" in h]

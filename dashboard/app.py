@@ -16,7 +16,7 @@ from pathlib import Path
 import streamlit as st
 
 from enginescope.collectors.signals import SLOS
-from enginescope.dashboard import bench, cached, charts, diagnosis, incident, spec_panel, views
+from enginescope.dashboard import bench, cached, charts, data, diagnosis, incident, spec_panel, views
 from enginescope.dashboard.data import Window
 from enginescope.dashboard.state import RANGES_S, VIEWS, ViewState, default_slo
 
@@ -106,12 +106,12 @@ def main() -> None:
     st.markdown("### enginescope · incident view")
     store = store_dir()
     try:
-        slo, slo_source = default_slo(Path(store))
+        slo, slo_source = default_slo(store)
     except ValueError as exc:
         st.error(str(exc))
         slo, slo_source = {}, ""
     state = ViewState.from_params(st.query_params.to_dict(), slo)
-    if not Path(store).is_dir():
+    if not data.store_exists(store):
         st.info(f"No store at {store}: start a sidecar or `enginescope demo` to create one.")
         return
     span = cached.time_range(store)

@@ -7,7 +7,6 @@ Arguments are plain values so Streamlit can hash them; every query takes its own
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -22,7 +21,7 @@ REPLICAS_TTL_S = 30
 
 @st.cache_resource(show_spinner=False)
 def connection(store_dir: str, sandbox: bool = False) -> duckdb.DuckDBPyConnection | None:
-    return data.open_connection(Path(store_dir), sandbox=sandbox)
+    return data.open_connection(store_dir, sandbox=sandbox)
 
 
 def _con(store_dir: str) -> duckdb.DuckDBPyConnection:

@@ -18,6 +18,7 @@ import pandas as pd
 from enginescope.collectors.identity import is_fleet_replica
 from enginescope.dashboard.diagnosis import SLOWDOWN_COLUMNS
 from enginescope.store import open_store
+from enginescope.store.location import store_location
 from enginescope.views import queries
 from enginescope.views.panels import INCIDENT_PANELS, MARKER_EVENT_KINDS, PanelKind, scalar_signals
 
@@ -38,11 +39,18 @@ _BUCKETS_S: tuple[tuple[float, int], ...] = (
 )
 
 
-def open_connection(store_dir: Path, sandbox: bool = False) -> duckdb.DuckDBPyConnection | None:
-    """The store's read-only connection, or None when there is no store folder yet."""
-    if not store_dir.is_dir():
+def open_connection(store: str | Path, sandbox: bool = False) -> duckdb.DuckDBPyConnection | None:
+    """The store's read-only connection, or None when there is no store folder yet. ``store``
+    is a folder or an object-store URL (s3://bucket/prefix)."""
+    if not store_exists(store):
         return None
-    return open_store(store_dir, sandbox=sandbox)
+    return open_store(store, sandbox=sandbox)
+
+
+def store_exists(store: str | Path) -> bool:
+    """A URL store is taken to exist (its tables may not have been created yet: views are empty)."""
+    location = store_location(store)
+    return not location.is_local or location.path.is_dir()
 
 
 def bucket_s_for(span_s: float) -> int:

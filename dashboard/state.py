@@ -114,12 +114,14 @@ def slo_from_env(env: Mapping[str, str] = os.environ) -> dict[str, float]:
     return slo
 
 
-def default_slo(store_dir: Path, env: Mapping[str, str] = os.environ) -> tuple[dict[str, float], str]:
+def default_slo(store: str | Path, env: Mapping[str, str] = os.environ) -> tuple[dict[str, float], str]:
     """The page's default SLOs and where they came from: ``enginescope dashboard``'s recipe or
-    flags; without either, the store's own ``recipe.toml`` (URL values win over both)."""
+    flags; without either, a local store's own ``recipe.toml`` (URL values win over both)."""
     if env.get("ENGINESCOPE_RECIPE") or any(env.get(var) for var in SLO_ENV.values()):
         return slo_from_env(env), ""
-    path = store_dir / STORE_RECIPE
+    if "://" in str(store):
+        return {}, ""  # object storage: the demo's recipe.toml exists only in local stores
+    path = Path(store) / STORE_RECIPE
     if not path.is_file():
         return {}, ""
     return slo_from_recipe(path), SLO_FROM_STORE

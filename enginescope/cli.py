@@ -43,13 +43,37 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # command not built yet
+            if exc.name == module_name:
+                continue  # command not built yet
+            _add_unavailable(sub, name, exc.name or "?")  # an extra is not installed
+            continue
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser
+
+
+def _add_unavailable(sub: argparse._SubParsersAction, name: str, missing: str) -> None:
+    """A command whose optional dependency is missing (``pip install enginescope`` is the
+    sidecar alone): listed, and naming the extra that brings it instead of a traceback."""
+    top = missing.split(".")[0]
+    extra = "modal" if top == "modal" else "dashboard"
+    why = f"needs {top!r}: pip install 'enginescope[{extra}]' (or '[all]')"
+    cmd = sub.add_parser(name, help=f"(unavailable: {why})", description=why)
+    cmd.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    def unavailable(_args: argparse.Namespace) -> int:
+        raise CliError(why)
+
+    cmd.set_defaults(_run=unavailable)
+
+
+def _is_store_error(exc: Exception) -> bool:
+    """An old-layout store or a bad ``--store`` value: the message says what to do."""
+    from enginescope.store.legacy import LegacyStoreError
+    from enginescope.store.location import StoreLocationError
+
+    return isinstance(exc, LegacyStoreError | StoreLocationError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except CliError as exc:
+        print(f"enginescope {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not _is_store_error(exc):
+            raise
         print(f"enginescope {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

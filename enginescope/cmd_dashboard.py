@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -22,9 +23,9 @@ SLO_FLAGS = tuple(slo.key for slo in SLOS)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store",
-        type=Path,
-        default=Path(os.environ.get("ENGINESCOPE_STORE", "./enginescope-store")),
-        help="store folder (default $ENGINESCOPE_STORE or ./enginescope-store)",
+        type=store_arg,
+        default=os.environ.get("ENGINESCOPE_STORE", "./enginescope-store"),  # argparse applies type
+        help="store folder or s3://bucket/prefix (default $ENGINESCOPE_STORE or ./enginescope-store)",
     )
     parser.add_argument("--port", type=int, default=8501, help="HTTP port (default 8501)")
     parser.add_argument("--address", default="127.0.0.1", help="bind address (default 127.0.0.1)")
@@ -37,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_env(args: argparse.Namespace, base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment handed to the Streamlit process (the app reads it in enginescope.dashboard.state)."""
     env = dict(os.environ if base is None else base)
-    env["ENGINESCOPE_STORE"] = str(args.store.resolve())
+    env["ENGINESCOPE_STORE"] = str(args.store.resolve()) if isinstance(args.store, Path) else args.store
     if args.recipe is not None:
         if not args.recipe.is_file():
             raise CliError(f"--recipe {args.recipe}: no such file")
@@ -77,7 +78,22 @@ def command(args: argparse.Namespace) -> list[str]:
             "--server.port", str(args.port), "--server.address", args.address]  # fmt: skip
 
 
+def store_arg(text: str) -> Path | str:
+    from enginescope.store.location import store_arg as parse  # lazily: --help stays fast
+
+    return parse(text)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or blocked install
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
+    if not _installed("streamlit"):
+        raise CliError("needs 'streamlit': pip install 'enginescope[dashboard]' (or '[all]')")
     if not 0 < args.port < 65536:
         raise CliError(f"--port {args.port}: not a TCP port")
     env = build_env(args)

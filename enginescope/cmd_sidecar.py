@@ -16,8 +16,11 @@ HELP = "Run the sidecar next to one engine: scrape /metrics (+ request log, + GP
 log = logging.getLogger("enginescope.sidecar")
 
 
-def default_store() -> Path:
-    return Path(os.environ.get("ENGINESCOPE_STORE", "./enginescope-store"))
+def store_arg(text: str) -> Path | str:
+    """A folder, or an object-store URL such as s3://bucket/prefix (credentials: AWS_* variables)."""
+    from enginescope.store.location import store_arg as parse  # lazily: --help stays fast
+
+    return parse(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,9 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=["auto", "sglang", "vllm"], default="auto")
     parser.add_argument(
         "--store",
-        type=Path,
-        default=default_store(),
-        help="store folder (default $ENGINESCOPE_STORE or ./enginescope-store)",
+        type=store_arg,
+        default=os.environ.get("ENGINESCOPE_STORE", "./enginescope-store"),  # argparse applies type
+        help="store folder or s3://bucket/prefix (default $ENGINESCOPE_STORE or ./enginescope-store)",
     )
     parser.add_argument("--interval-s", type=float, default=1.0, help="scrape interval in seconds")
     parser.add_argument("--timeout-s", type=float, default=2.0, help="HTTP timeout per scrape")
@@ -113,7 +116,9 @@ def _check_url(url: str) -> None:
         raise CliError(f"--engine-url must be http(s)://HOST:PORT (got {url!r})")
 
 
-def _check_store(store: Path) -> None:
+def _check_store(store: Path | str) -> None:
+    if not isinstance(store, Path):
+        return  # object storage: the writer's first commit reports access errors with the URL
     try:
         store.mkdir(parents=True, exist_ok=True)
         probe = store / ".write-probe"

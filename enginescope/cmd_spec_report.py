@@ -33,6 +33,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from enginescope.cli import CliError
+from enginescope.store.location import store_arg
 from enginescope.views.spec_drift import Drift, DriftConfig, scan
 
 HELP = "Detect speculative-acceptance drops per traffic class and write the evidence as a Parquet dataset."
@@ -49,9 +50,9 @@ REQUEST_COLUMNS = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store",
-        type=Path,
-        default=Path(os.environ.get("ENGINESCOPE_STORE", "./enginescope-store")),
-        help="store folder (default $ENGINESCOPE_STORE or ./enginescope-store)",
+        type=store_arg,
+        default=os.environ.get("ENGINESCOPE_STORE", "./enginescope-store"),  # argparse applies type
+        help="store folder or s3://bucket/prefix (default $ENGINESCOPE_STORE or ./enginescope-store)",
     )
     parser.add_argument(
         "--since", default="24h", help="start: ISO time (UTC) or a duration before --until (2h)"
@@ -85,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from enginescope.store import open_store
 
-    if not args.store.is_dir():
+    if isinstance(args.store, Path) and not args.store.is_dir():
         raise CliError(f"--store {args.store}: no such store folder")
     con = open_store(args.store)
     t1_s = _until(con, args.until)
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     drifts = scan(con, t0_s, t1_s, config)
     requests = _requests(con, drifts, args.with_params)
     manifest = {
-        "store": str(args.store.resolve()),
+        "store": str(args.store.resolve()) if isinstance(args.store, Path) else args.store,
         "since": _iso(t0_s),
         "until": _iso(t1_s),
         "created": _iso(dt.datetime.now(dt.UTC).timestamp()),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class SidecarConfig:
     engine_url: str
-    store_dir: Path
+    store_dir: Path | str  # a folder or an object-store URL (s3://bucket/prefix)
     interval_s: float = 1.0
     engine: str = "auto"
     replica: str | None = None
@@ -46,6 +47,20 @@ class SidecarConfig:
     retention_days: float | None = None  # None keeps everything
     extra_sinks: list[Any] = field(default_factory=list)  # Sinks (older flush/close ones are wrapped)
     ready_by: str = "health"  # who records engine_ready first: /health ("health") or the owner
+    state_dir: Path | None = None  # default: <store>/state, or local_state_dir() for a URL store
+
+    def resolved_state_dir(self) -> Path:
+        if self.state_dir is not None:
+            return self.state_dir
+        if isinstance(self.store_dir, Path):
+            return self.store_dir / "state"
+        return local_state_dir()
+
+
+def local_state_dir() -> Path:
+    """Where a sidecar keeps its own small state (replica id, request-log offsets) when the store
+    is object storage: ``$ENGINESCOPE_STATE_DIR``, else ``~/.cache/enginescope/state``."""
+    return Path(os.environ.get("ENGINESCOPE_STATE_DIR", "~/.cache/enginescope/state")).expanduser()
 
 
 class Sidecar:
@@ -55,7 +70,7 @@ class Sidecar:
         self.config = config
         self.identity: Identity = resolve_identity(
             engine_url=config.engine_url,
-            state_dir=config.store_dir / "state",
+            state_dir=config.resolved_state_dir(),
             replica=config.replica,
             engine=config.engine if config.engine != "auto" else "unknown",
             model=config.model,
@@ -91,7 +106,7 @@ class Sidecar:
         if self.config.request_log_dir is not None:
             from enginescope.collectors.requestlog import RequestLogTailer
 
-            state = self.config.store_dir / "state" / self.identity.replica / "requestlog.json"
+            state = self.config.resolved_state_dir() / self.identity.replica / "requestlog.json"
             sources.append(
                 RequestLogTailer(
                     self.config.request_log_dir, state, store_params=self.config.store_request_params

@@ -8,6 +8,7 @@ reads them through, so one ``export AWS_...`` serves every component.
 
 from __future__ import annotations
 
+import argparse
 import os
 import urllib.parse
 from dataclasses import dataclass, field
@@ -91,7 +92,10 @@ def aws_storage_options(env: dict[str, str] | None = None) -> dict[str, str]:
 
 def store_arg(text: str) -> Path | str:
     """argparse ``type`` for ``--store``: a Path for a folder, the URL text for object storage."""
-    location = store_location(text)
+    try:
+        location = store_location(text)
+    except StoreLocationError as exc:  # argparse prints this message as the usage error
+        raise argparse.ArgumentTypeError(str(exc)) from exc
     return location.path if location.is_local else location.root
 
 

@@ -17,13 +17,11 @@ from typing import Any
 import modal
 import modal.exception
 
-from enginescope.deploy.sources import with_sources
+from enginescope.deploy.sources import CORE_REQUIREMENTS, MODAL_REQUIREMENTS, with_sources
 from enginescope.recipes.schema import Recipe
 
 # Our packages, shipped into every image as source (never baked-in settings or secrets).
 PACKAGES = ("collectors", "exporters", "store", "views", "loadgen", "recipes", "deploy", "simfleet")
-SIDECAR_REQUIREMENTS = ("pyarrow>=15", "duckdb>=1.1", "nvidia-ml-py>=12.0", "opentelemetry-sdk>=1.30",
-                        "opentelemetry-exporter-otlp>=1.30")  # fmt: skip
 RECIPE_IN_IMAGE = "/root/enginescope-recipe.toml"
 REQUEST_LOG_DIR = "/tmp/sglang-request-metrics"  # container-local; the sidecar tails it into the store
 HF_CACHE_PATH = "/root/.cache/huggingface"
@@ -66,7 +64,7 @@ def engine_image(recipe: Recipe, app_name: str, server_name: str = DEFAULT_SERVE
     image = (
         modal.Image.from_registry(recipe.engine.image)
         .entrypoint([])
-        .uv_pip_install(*SIDECAR_REQUIREMENTS)
+        .uv_pip_install(*CORE_REQUIREMENTS)
         .env(container_env(recipe, app_name, server_name))
     )
     return _with_sources(image, recipe)
@@ -76,7 +74,7 @@ def watcher_image(recipe: Recipe, app_name: str, server_name: str = DEFAULT_SERV
     """A small CPU image for the fleet watcher (no engine)."""
     image = (
         modal.Image.debian_slim(python_version="3.11")
-        .uv_pip_install("modal>=1.6.4", *SIDECAR_REQUIREMENTS)
+        .uv_pip_install(*MODAL_REQUIREMENTS, *CORE_REQUIREMENTS)
         .env(container_env(recipe, app_name, server_name))
     )
     return _with_sources(image, recipe)

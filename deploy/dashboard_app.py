@@ -15,7 +15,7 @@ import threading
 
 import modal
 
-from enginescope.deploy.sources import REMOTE_ROOT, with_sources
+from enginescope.deploy.sources import CORE_REQUIREMENTS, DASHBOARD_REQUIREMENTS, REMOTE_ROOT, with_sources
 
 APP_NAME = os.environ.get("ENGINESCOPE_DASHBOARD_APP", "enginescope-dashboard")
 STORE_VOLUME = os.environ.get("ENGINESCOPE_STORE_VOLUME", "enginescope-store")
@@ -30,9 +30,7 @@ log = logging.getLogger(__name__)
 store = modal.Volume.from_name(STORE_VOLUME, create_if_missing=True)
 image = (
     modal.Image.debian_slim(python_version="3.11")
-    .uv_pip_install(
-        "streamlit>=1.40", "duckdb>=1.1", "polars>=1.0", "pyarrow>=15", "pandas", "altair", "fsspec>=2023.1"
-    )
+    .uv_pip_install(*CORE_REQUIREMENTS, *DASHBOARD_REQUIREMENTS)  # the store's readers need deltalake
     .env({"ENGINESCOPE_STORE": STORE_PATH})
 )
 # app.py and its .streamlit/ config travel with the dashboard package

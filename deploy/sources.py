@@ -15,6 +15,14 @@ from pathlib import Path
 import modal
 
 REMOTE_ROOT = "/root/enginescope"
+# What the images pip-install: pyproject.toml's [project] dependencies and its extras, which a
+# Modal image cannot read (it gets our sources, not the distribution); a test keeps them equal.
+CORE_REQUIREMENTS = (
+    "opentelemetry-sdk>=1.30", "opentelemetry-exporter-otlp>=1.30", "prometheus-client>=0.20", "duckdb>=1.1",
+    "nvidia-ml-py>=12.0", "pyarrow>=15", "numpy>=1.24", "deltalake>=1.6,<2",
+)  # fmt: skip
+DASHBOARD_REQUIREMENTS = ("streamlit>=1.40", "polars>=1.0", "fsspec>=2023.1")
+MODAL_REQUIREMENTS = ("modal>=1.6.4",)
 IGNORE = ["**/__pycache__", "**/*.pyc"]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import shlex
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -131,3 +132,16 @@ def test_secrets_are_not_looked_up_without_credentials(monkeypatch, tmp_path):
     monkeypatch.delenv("MODAL_TOKEN_ID", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.modal.toml
     assert app_builder.secret_exists("enginescope-otlp") is True  # offline: the deploy decides
+
+
+def test_images_install_what_pyproject_declares():
+    """Before: the engine and watcher images lacked deltalake (the store writer's table format)
+    and prometheus-client, the dashboard image deltalake: the sidecar could not import the store."""
+    import tomllib
+
+    from enginescope.deploy import sources
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert sorted(sources.CORE_REQUIREMENTS) == sorted(project["dependencies"])
+    assert sorted(sources.DASHBOARD_REQUIREMENTS) == sorted(project["optional-dependencies"]["dashboard"])
+    assert sorted(sources.MODAL_REQUIREMENTS) == sorted(project["optional-dependencies"]["modal"])

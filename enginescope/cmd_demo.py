@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from enginescope.cli import CliError
-from enginescope.demo import DemoOptions, run_demo
+from enginescope.demo import SPEC_REPORT_DIR, DemoOptions, run_demo
 from enginescope.simfleet.profile import profile_for_recipe
 from enginescope.simfleet.scenarios import SCENARIOS, check_fits
 
@@ -62,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
             dashboard.terminate()
             dashboard.wait(10)
     print(f"store: {store.resolve()}")
+    report = store / SPEC_REPORT_DIR
+    if (report / "manifest.json").exists():  # written at the end of a demo with speculative decoding
+        print(f"spec-report: {report.resolve()} (evidence.parquet, requests/traffic_class=*/)")
     return 0
 
 
@@ -104,5 +107,5 @@ def _quiet_components() -> None:
 
     Warnings (engine down, scrape errors) still show; ``enginescope -v demo`` shows everything.
     """
-    for name in ("collectors", "enginescope.sidecar", "exporters"):
+    for name in ("collectors", "enginescope.sidecar", "exporters", "enginescope.spec_monitor"):
         logging.getLogger(name).setLevel(logging.WARNING)

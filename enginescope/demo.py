@@ -9,12 +9,21 @@ load generator's client-side records to ``<store>/loadgen/requests.jsonl``.
 With a recipe the fleet runs the recipe's simulation profile and autoscaling (the scenario's load
 rescaled to that profile, the cold start compressed for the demo) and the recipe is copied to
 ``<store>/recipe.toml`` so its SLOs travel with the store.
+
+A scenario with a prelude (spec-drift) first plays its history on earlier replicas in virtual
+time (``enginescope.simfleet.prelude``) while the demo's own replicas cold-start; the history's
+per-request export reaches the store through the sidecar's request-log tailer before the story
+begins. With speculative decoding the demo runs the product's drift monitor over the store
+(``enginescope.spec_monitor``: a ``spec_acceptance_drift`` event per drop, recorded by the fleet)
+and at the end writes ``enginescope spec-report``'s dataset to ``<store>/spec-report/``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import io
 import math
 import shutil
 import time
@@ -23,7 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from enginescope.collectors.model import EventRow
 from enginescope.loadgen.generator import LoadConfig, LoadGenerator, RequestResult, write_results
+from enginescope.simfleet import prelude as prelude_play
 from enginescope.simfleet.autoscaler import AutoscalerConfig
 from enginescope.simfleet.fleet import Fleet, FleetConfig
 from enginescope.simfleet.profile import profile_for_recipe
@@ -35,10 +46,14 @@ from enginescope.simfleet.scenarios import (
     for_recipe,
     get_scenario,
 )
+from enginescope.spec_monitor import SpecDriftMonitor
 
 # Headless runs stop arrivals this long before the end so requests finish before the final scrape.
 _TAIL_S = 8.0
 _COLD_START_GRACE_S = 30.0
+# The drift monitor checks this often (its tests run at step_s boundaries; a check finds the new ones).
+_DRIFT_CHECK_S = 15.0
+SPEC_REPORT_DIR = "spec-report"  # under the store: enginescope spec-report's dataset
 
 
 @dataclass
@@ -60,6 +75,9 @@ class DemoResult:
     results: list[RequestResult] = field(default_factory=list)
     replicas: list[str] = field(default_factory=list)
     story_started_s: float | None = None  # epoch seconds when the story clock started
+    prelude_replicas: list[str] = field(default_factory=list)  # earlier replicas (virtual time)
+    drifts: list[Any] = field(default_factory=list)  # views.spec_drift.Drift the monitor recorded
+    spec_report: Path | None = None  # enginescope spec-report's dataset, when the demo wrote one
 
 
 class _Progress:
@@ -78,24 +96,79 @@ async def run_demo(options: DemoOptions) -> DemoResult:
     result = DemoResult(scenario.name)
     progress(f"scenario {scenario.name}: {scenario.summary}")
     progress(f"store: {options.store_dir}")
+    monitor = _drift_monitor(scenario, fleet, options)
     try:
+        started_s = time.time()
         await fleet.start(scenario.initial_replicas)
         progress(
             f"cold start of {scenario.initial_replicas} replica(s), ~{scenario.profile.startup_total_s:.0f}s"
         )
+        history = None
+        if scenario.prelude is not None:  # while the replicas cold-start
+            history = await _prelude(scenario, fleet, options, started_s, progress)
+            result.prelude_replicas = [r.identity.replica for r in history.replicas]
         if not await fleet.wait_ready(
             scenario.initial_replicas, scenario.profile.startup_total_s + _COLD_START_GRACE_S
         ):
             raise RuntimeError("replicas did not become ready")
         result.story_started_s = time.time()
-        await _play(scenario, fleet, options, progress, result)
+        if monitor is not None and history is not None:
+            monitor.since_s = history.start_s  # the first check covers the history
+        await _play(scenario, fleet, options, progress, result, monitor)
     finally:
         result.replicas = list(fleet.replicas)
+        if monitor is not None:
+            progress("last drift check")
+            await asyncio.to_thread(monitor.check)
+            result.drifts = list(monitor.drifts)
         progress("stopping: final scrape and flush of every sidecar")
         await fleet.stop()
         write_results(result.results, options.store_dir / "loadgen" / "requests.jsonl")
+        if monitor is not None:
+            result.spec_report = await asyncio.to_thread(_spec_report, options.store_dir, progress)
         progress("stopped")
     return result
+
+
+async def _prelude(
+    scenario: Scenario,
+    fleet: Fleet,
+    options: DemoOptions,
+    end_s: float,
+    progress: Callable[[str], None],
+) -> prelude_play.PreludeRun:
+    """Play the scenario's history in virtual time, ending as the demo's replicas start; load its
+    per-request export into the store; record its annotations; carry its class acceptance over."""
+    prelude = scenario.prelude
+    assert prelude is not None
+    progress(
+        f"history: {prelude.duration_s / 60:.0f} min of traffic on {prelude.replicas} earlier replica(s), "
+        "played on the simulator in virtual time"
+    )
+    cpu_s = time.process_time()
+    run = await asyncio.to_thread(
+        prelude_play.play,
+        prelude,
+        scenario.profile,
+        scenario.mix,
+        fleet.config.class_accept_lengths,
+        end_s=end_s,
+        store_dir=options.store_dir,
+        seed=options.seed,
+    )
+    stored = await asyncio.to_thread(
+        prelude_play.ingest, run, options.store_dir, fleet.config.store_request_params, time.time()
+    )
+    for ts_s, detail in run.annotations:
+        fleet.annotate(detail, ts_s=ts_s, replica_count=prelude.replicas)
+    for key, accept_length in run.class_accept_lengths.items():
+        if fleet.config.class_accept_lengths.get(key) != accept_length:
+            fleet.set_class_accept_length(key, accept_length)
+    progress(
+        f"history: {run.submitted} requests ({stored} in the store via the request-log tailer), "
+        f"{time.process_time() - cpu_s:.1f}s CPU"
+    )
+    return run
 
 
 async def _play(
@@ -104,6 +177,7 @@ async def _play(
     options: DemoOptions,
     progress: Callable[[str], None],
     result: DemoResult,
+    monitor: SpecDriftMonitor | None = None,
 ) -> None:
     load = LoadGenerator(
         fleet.router,
@@ -119,6 +193,10 @@ async def _play(
     load_task = asyncio.get_running_loop().create_task(load.run(arrivals_s))
     timeline = asyncio.get_running_loop().create_task(_timeline(scenario, ctx, progress))
     watcher = asyncio.get_running_loop().create_task(_watch(fleet, progress))
+    stop_monitor = asyncio.Event()
+    checks = None
+    if monitor is not None:
+        checks = asyncio.get_running_loop().create_task(monitor.run(_DRIFT_CHECK_S, stop_monitor))
     try:
         if remaining_s is None:
             await load_task  # runs until cancelled
@@ -131,9 +209,12 @@ async def _play(
         load.stop_arrivals()
         timeline.cancel()
         watcher.cancel()
+        stop_monitor.set()
         if not load_task.done():
             load_task.cancel()
-        await asyncio.gather(load_task, timeline, watcher, return_exceptions=True)
+        await asyncio.gather(
+            load_task, timeline, watcher, *([checks] if checks else []), return_exceptions=True
+        )
 
 
 def _scenario(options: DemoOptions, progress: Callable[[str], None]) -> Scenario:
@@ -193,6 +274,39 @@ async def _watch(fleet: Fleet, progress: Callable[[str], None]) -> None:
         elif waiting == 0 and queued_before:
             progress(f"queue drained: {running} running on {len(fleet.ready())} replicas")
             queued_before = False
+
+
+def _drift_monitor(scenario: Scenario, fleet: Fleet, options: DemoOptions) -> SpecDriftMonitor | None:
+    """The product's speculative-acceptance drift monitor over the demo's store, when the engines
+    speculate and write SGLang's per-request export; its events are the fleet's."""
+    profile = scenario.profile
+    if not profile.spec_enabled or profile.engine != "sglang" or not fleet.config.request_log:
+        return None
+
+    def emit(event: EventRow) -> None:
+        fleet.record(event.kind, event.detail, ts_s=event.ts_s)
+
+    return SpecDriftMonitor(options.store_dir, emit=emit)
+
+
+def _spec_report(store_dir: Path, progress: Callable[[str], None]) -> Path | None:
+    """``enginescope spec-report --store STORE --out STORE/spec-report --force``, as a user would."""
+    from enginescope import cmd_spec_report
+    from enginescope.cli import CliError
+
+    out = store_dir / SPEC_REPORT_DIR
+    parser = argparse.ArgumentParser()
+    cmd_spec_report.add_arguments(parser)
+    args = parser.parse_args(["--store", str(store_dir), "--out", str(out), "--force"])
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) as summary:
+            cmd_spec_report.run(args)
+    except CliError as exc:
+        progress(f"spec-report: not written ({exc})")
+        return None
+    for line in summary.getvalue().splitlines():
+        progress(line.strip())
+    return out
 
 
 def _fleet_config(scenario: Scenario, options: DemoOptions) -> FleetConfig:

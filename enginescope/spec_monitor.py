@@ -2,8 +2,10 @@
 
 Wiring (the demo's fleet loop, a sidecar, or a cron job)::
 
-    monitor = SpecDriftMonitor(store_dir, emit=lambda ev: fleet.record(ev.kind, ev.detail))
+    monitor = SpecDriftMonitor(store_dir, emit=lambda ev: fleet.record(ev.kind, ev.detail, ts_s=ev.ts_s))
     task = asyncio.create_task(monitor.run(interval_s=60))      # or monitor.check() on a timer
+
+``enginescope demo`` does exactly this for scenarios with speculative decoding (enginescope/demo.py).
 
 ``emit`` receives an ``EventRow``; ``sink_emitter(sink, identity)`` writes it through any Sink
 (e.g. the fleet pseudo-replica's StoreWriter). Events already in the store suppress repeats,
@@ -41,13 +43,16 @@ class SpecDriftMonitor:
         emit: Emit,
         config: DriftConfig | None = None,
         clock: Callable[[], float] = time.time,
+        since_s: float | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.emit = emit
         self.config = config or DriftConfig()
         self.clock = clock
         self.drifts: list[Drift] = []  # every drift this monitor recorded
-        self._last_s: float | None = None
+        # The next check tests every step boundary after this (epoch s); None: only the latest.
+        # Set it to the start of the data when the monitor starts late (a demo's replayed history).
+        self.since_s = since_s
         self._con: Any = None
 
     def check(self, now_s: float | None = None) -> list[Drift]:
@@ -60,11 +65,11 @@ class SpecDriftMonitor:
             if self._con is None:
                 self._con = open_store(self.store_dir)
             known = [(d.traffic_class, d.detected_s) for d in self.drifts]
-            found = detect(self._con, now_s, self.config, self._last_s, known)
+            found = detect(self._con, now_s, self.config, self.since_s, known)
         except Exception as exc:  # the caller (fleet loop, sidecar) must keep running
             log.warning("spec drift check of %s failed: %s", self.store_dir, exc)
             return []
-        self._last_s = now_s
+        self.since_s = now_s
         for drift in found:
             self.emit(EventRow(drift.detected_s, EventKind.SPEC_ACCEPTANCE_DRIFT, event_detail(drift)))
             log.info("speculative acceptance drift: %s", event_detail(drift))

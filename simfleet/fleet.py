@@ -104,8 +104,8 @@ class FleetConfig:
     simulate_gpus: bool = True  # one SimulatedNvml per replica, fed to its sidecar
     gpu_spec: Any | None = None  # enginescope.simfleet.nvml.SimGpuSpec override (e.g. fast thermals)
     seed: int = 0
-    # Each engine writes SGLang's per-request export to <store>/requestlog/<replica>/ and its
-    # sidecar tails it into the ``requests`` table (exact quantiles, slowest requests).
+    # Each SGLang engine writes its per-request export to <store>/requestlog/<replica>/ and its
+    # sidecar tails it into the ``requests`` table (exact quantiles, slowest requests); vLLM has none.
     request_log: bool = True
     # Keep the non-content request parameters (custom_labels: the traffic class) in requests.params.
     store_request_params: bool = True
@@ -168,15 +168,26 @@ class Fleet:
         return [r for r in self.replicas.values() if r.state == ReplicaState.READY and r.healthy]
 
     # --- events ----------------------------------------------------------------------------
-    def record(self, kind: str, detail: str, replica_count: int | None = None) -> None:
+    def record(
+        self, kind: str, detail: str, replica_count: int | None = None, ts_s: float | None = None
+    ) -> None:
+        """A fleet event (``replica = fleet``) at ``ts_s`` (default now), narrated through ``on_change``."""
         if self._events is not None:
-            batch = Batch(self._events.identity, events=[EventRow(time.time(), kind, detail, replica_count)])
-            self._events.write(batch)
+            event = EventRow(time.time() if ts_s is None else ts_s, kind, detail, replica_count)
+            self._events.write(Batch(self._events.identity, events=[event]))
         self._on_change(f"{kind}: {detail}" + (f" [{replica_count} replicas]" if replica_count else ""))
 
-    def annotate(self, detail: str) -> None:
+    def annotate(self, detail: str, ts_s: float | None = None, replica_count: int | None = None) -> None:
         """A scenario annotation (``kind = scenario``) in the events table."""
-        self.record(EventKind.SCENARIO, detail, len(self.live()))
+        count = len(self.live()) if replica_count is None else replica_count
+        self.record(EventKind.SCENARIO, detail, count, ts_s)
+
+    # --- knobs -----------------------------------------------------------------------------
+    def set_class_accept_length(self, key: tuple[str, str], accept_length: float) -> None:
+        """One traffic class's mean spec acceptance on every replica, and on those started later."""
+        self.config.class_accept_lengths = {**self.config.class_accept_lengths, key: accept_length}
+        for replica in self.replicas.values():
+            replica.engine.set_class_accept_length(*key, accept_length)
 
     def _events_writer(self) -> Any | None:
         if self.config.store_dir is None:
@@ -319,7 +330,12 @@ class Fleet:
         return replica
 
     def _request_log_dir(self, replica: str) -> Path | None:
-        if self.config.store_dir is None or not self.config.request_log:
+        """SGLang's export folder; None for vLLM, which writes no per-request file (docs/simulator.md)."""
+        if (
+            self.config.store_dir is None
+            or not self.config.request_log
+            or self.config.profile.engine != "sglang"
+        ):
             return None
         return self.config.store_dir / "requestlog" / replica
 
@@ -328,7 +344,7 @@ class Fleet:
 
         spec = self.config.gpu_spec or SimGpuSpec()
         devices = [
-            dataclasses.replace(spec, uuid=_gpu_uuid(replica.task_id, index))
+            dataclasses.replace(spec, uuid=gpu_uuid(replica.task_id, index))
             for index in range(self.config.profile.tp_size)
         ]
         return SimulatedNvml(devices, lambda: replica.gpu_busy, intensity_fn=lambda: replica.gpu_intensity)
@@ -379,22 +395,26 @@ class Fleet:
         return port
 
     def _identity(self) -> Identity:
-        provider, region = self._rng.choice(PLACEMENTS)
-        profile = self.config.profile
-        gpu = profile.gpu_type if profile.tp_size == 1 else f"{profile.gpu_type}:{profile.tp_size}"
-        return Identity(
-            replica=new_task_id(time.time(), self._rng),
-            engine=profile.engine,
-            model=profile.model_name,
-            region=region,
-            gpu_type=gpu,
-            cloud_provider=provider,
-            app="enginescope-demo",
-            host=os.uname().nodename,
-        )
+        return replica_identity(self.config.profile, self._rng, time.time())
 
 
-def _gpu_uuid(task_id: str, index: int) -> str:
+def replica_identity(profile: EngineProfile, rng: random.Random, started_s: float) -> Identity:
+    """A Modal-like identity for a replica of ``profile`` whose container started at ``started_s``."""
+    provider, region = rng.choice(PLACEMENTS)
+    gpu = profile.gpu_type if profile.tp_size == 1 else f"{profile.gpu_type}:{profile.tp_size}"
+    return Identity(
+        replica=new_task_id(started_s, rng),
+        engine=profile.engine,
+        model=profile.model_name,
+        region=region,
+        gpu_type=gpu,
+        cloud_provider=provider,
+        app="enginescope-demo",
+        host=os.uname().nodename,
+    )
+
+
+def gpu_uuid(task_id: str, index: int) -> str:
     digest = hashlib.sha1(f"{task_id}-{index}".encode()).hexdigest()
     return f"GPU-{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
 

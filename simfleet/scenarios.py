@@ -4,6 +4,13 @@ Times are seconds since the first replicas became ready ("story time"). Each act
 ``detail`` is annotated into the events table (``kind = scenario``). Every scenario tells its
 whole story within ``story_s`` and then continues with live diurnal traffic.
 
+The demo runs in real time (engines on ``time.monotonic``, sidecars scraping every second), so a
+story that needs more simulated time than a demo should take (the spec-drift detector compares a
+300 s window with its class's own baseline of at least 200 requests) starts with a ``Prelude``:
+earlier replicas serve the scenario's traffic on the same simulated engines in virtual time
+(``enginescope.simfleet.prelude``, seconds of CPU for a quarter of an hour), and their per-request
+export reaches the store through the production request-log tailer before the live story begins.
+
 The demo profile is Llama-3.1-70B on 4xH100 (TP4) with a compressed ~8.5 s cold start (as if
 restored from a GPU memory snapshot) and a 48-request running cap, so one replica saturates at
 ~6-7 requests/s and queueing shows at rates a 2-core machine can stream comfortably.
@@ -92,12 +99,37 @@ class ScenarioContext:
     load: LoadGenerator
     state: dict[str, object] = field(default_factory=dict)  # facts actions hand to later actions
 
+    def class_accept_lengths(self) -> dict[tuple[str, str], float]:
+        return dict(self.fleet.config.class_accept_lengths)
+
+    def set_class_accept_length(self, key: tuple[str, str], accept_length: float) -> None:
+        """One traffic class's mean acceptance, on every replica and on those started later."""
+        self.fleet.set_class_accept_length(key, accept_length)
+
 
 @dataclass(frozen=True)
 class Action:
     at_s: float
     detail: str
     apply: Callable[[ScenarioContext], None] | None = None
+
+
+@dataclass(frozen=True)
+class Prelude:
+    """Traffic the fleet served before the demo's live story, played in virtual time.
+
+    ``replicas`` earlier replicas (their own task ids) serve ``pattern`` with the scenario's mix
+    for ``duration_s`` ending when the demo's own replicas start; ``actions`` (``at_s`` seconds
+    since the prelude's start) act on the prelude's engines and carry over to the live fleet.
+    Arrivals stop ``drain_s`` before the end, so every request has finished by then.
+    """
+
+    duration_s: float
+    replicas: int
+    pattern: ArrivalPattern
+    actions: tuple[Action, ...] = ()
+    drain_s: float = 15.0
+    scrape_interval_s: float = 5.0  # the replayed sidecars' scrape interval (virtual time)
 
 
 @dataclass(frozen=True)
@@ -113,6 +145,9 @@ class Scenario:
     mix: RequestMix = DEMO_MIX
     fast_thermals: bool = False
     class_accept_factors: dict[str, float] = field(default_factory=lambda: dict(CLASS_ACCEPT_FACTORS))
+    prelude: Prelude | None = None
+    # Needs SGLang's per-request export (per-request acceptance, custom labels): not on vLLM.
+    needs_request_export: bool = False
 
 
 def _first_ready(ctx: ScenarioContext) -> object:
@@ -147,15 +182,14 @@ def class_accept_lengths(profile: EngineProfile, factors: dict[str, float]) -> d
 
 
 def _spec_drift(ctx: ScenarioContext) -> None:
-    """One class's acceptance falls (a client ships a new prompt template); the rest stay."""
-    lengths = dict(ctx.fleet.config.class_accept_lengths)
+    """One class's acceptance falls (a client ships a new prompt template); the rest stay.
+
+    ``ctx`` is the live fleet's context or the prelude's (``enginescope.simfleet.prelude``)."""
     key = ("task", "code")
-    before = lengths[key]
-    lengths[key] = 1.0 + (before - 1.0) * SPEC_DRIFT_FACTOR
-    ctx.fleet.config.class_accept_lengths = lengths
-    ctx.state["spec_drift"] = (key, before, lengths[key])
-    for replica in ctx.fleet.replicas.values():
-        replica.engine.set_class_accept_length(*key, lengths[key])
+    before = ctx.class_accept_lengths()[key]
+    after = 1.0 + (before - 1.0) * SPEC_DRIFT_FACTOR
+    ctx.state["spec_drift"] = (key, before, after)
+    ctx.set_class_accept_length(key, after)
 
 
 def _mix(mix: RequestMix) -> Callable[[ScenarioContext], None]:
@@ -176,6 +210,10 @@ def _restart(ctx: ScenarioContext) -> None:
 def _steady(rate_rps: float, story_s: float) -> Schedule:
     return Schedule(((0.0, Poisson(rate_rps)), (story_s, LIVE)))
 
+
+SPEC_DRIFT_PRELUDE_S = 900.0
+SPEC_DRIFT_BEFORE_LIVE_S = 240.0  # the drift happens this long before the live replicas start
+SPEC_DRIFT_STORY_S = 20.0
 
 _SPIKE_AT_S = 12.0
 _SPIKE_S = 18.0
@@ -274,20 +312,38 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "spec-drift": Scenario(
         name="spec-drift",
-        summary="a new prompt template for code requests: that class's draft acceptance falls ~25 %",
+        summary="code requests get a new prompt template 4 min before the demo's replicas start (15 min of "
+        "history played in virtual time): their draft acceptance falls ~27 %; the drift monitor records "
+        "it and spec-report writes the evidence",
         profile=SPEC_PROFILE,
         autoscaler=AutoscalerConfig(min_containers=2, max_containers=2, target_inputs=32, max_inputs=200),
         initial_replicas=2,
-        pattern=_steady(4.0, 60.0),
-        story_s=60.0,
+        pattern=_steady(4.0, SPEC_DRIFT_STORY_S),
+        story_s=SPEC_DRIFT_STORY_S,
         actions=(
-            Action(0.0, "baseline: chat, code and summarize traffic, EAGLE acceptance by class"),
-            Action(
-                20.0,
-                "code requests switch to a new prompt template: their draft acceptance falls",
-                _spec_drift,
+            Action(0.0, "live: the demo's replicas serve the same traffic; code acceptance stays low"),
+            Action(SPEC_DRIFT_STORY_S, "story complete: live diurnal traffic"),
+        ),
+        # The detector needs >= 200 requests of a class in its baseline and a 300 s window: 15
+        # minutes of history at 4 req/s (code: ~1 req/s) played in virtual time before going live.
+        needs_request_export=True,
+        prelude=Prelude(
+            duration_s=SPEC_DRIFT_PRELUDE_S,
+            replicas=2,
+            pattern=Poisson(4.0),
+            actions=(
+                Action(
+                    0.0,
+                    "history: chat, code and summarize traffic on two earlier replicas, EAGLE "
+                    "acceptance by class (replayed on the simulator in virtual time)",
+                ),  # fmt: skip
+                Action(
+                    SPEC_DRIFT_PRELUDE_S - SPEC_DRIFT_BEFORE_LIVE_S,
+                    "code requests switch to a new prompt template: their draft acceptance falls",
+                    _spec_drift,
+                ),
+                Action(SPEC_DRIFT_PRELUDE_S, "history ends: the demo's replicas take over"),
             ),
-            Action(60.0, "story complete: live diurnal traffic"),
         ),
     ),
     "engine-crash": Scenario(
@@ -324,6 +380,7 @@ DEMO_MAX_RPS = 150.0
 # Rates relative to one replica's throughput at the recipe's target concurrency.
 BASE_LOAD = 0.35  # one replica well below target: no scale-up
 SPIKE_LOAD = 2.5  # ~2.5 replicas' worth of demand: scale-up (to max_containers if lower)
+PRELUDE_MAX_RPS = 10.0  # ~1 s of CPU per 1,000 requests played in virtual time
 MIN_SPIKE_LOAD = 1.3  # the floor under the DEMO_MAX_RPS trim: demand still exceeds one replica's target
 LIVE_LOAD = 0.5
 
@@ -397,6 +454,11 @@ def check_fits(scenario: Scenario, profile: EngineProfile) -> None:
         raise ValueError(
             f"scenario {scenario.name} needs speculative decoding; this recipe has speculative.method = NONE"
         )
+    if scenario.needs_request_export and profile.engine != "sglang":
+        raise ValueError(
+            f"scenario {scenario.name} needs SGLang's per-request export (each request's acceptance "
+            f"length and custom labels); {profile.engine} writes none (see docs/simulator.md)"
+        )
 
 
 @dataclass(frozen=True)
@@ -437,6 +499,10 @@ def for_recipe(
         return built, derived
     own_rps = replica_capacity_rps(scenario.profile, scenario.mix, scenario.autoscaler.target_inputs)
     factor = min(capacity_rps / own_rps, DEMO_MAX_RPS / scenario.pattern.max_rate_rps())
+    prelude = scenario.prelude
+    if prelude is not None:  # the same load, capped: virtual time costs CPU per request
+        prelude_factor = min(factor, PRELUDE_MAX_RPS / prelude.pattern.max_rate_rps())
+        prelude = dataclasses.replace(prelude, pattern=Scaled(prelude.pattern, prelude_factor))
     scaled = dataclasses.replace(
         scenario,
         profile=demo_profile,
@@ -444,5 +510,6 @@ def for_recipe(
         initial_replicas=initial,
         pattern=Scaled(scenario.pattern, factor),
         mix=mix,
+        prelude=prelude,
     )
     return scaled, derived

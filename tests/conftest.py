@@ -2,9 +2,11 @@
 
 The spike demo runs through the CLI (``enginescope demo --headless``) in a subprocess that is
 started as soon as any demo store is requested, so its 60 s of simulated incident overlap the
-in-process fault scenarios (thermal throttle, spec collapse, engine crash: ~45 s together in
-one event loop). Both are mostly waiting on the simulated clock, so together they take about
-as long as the longer one on 2 cores.
+in-process scenarios (thermal throttle, spec collapse, engine crash, spec drift: ~45 s together
+in one event loop; spec drift's 15 min of history play in virtual time, in a thread, while its
+replicas cold-start). Both are mostly waiting on the simulated clock, so together they take
+about as long as the longer one on 2 cores. Each in-process scenario's progress lines are kept
+next to its store (``<name>.log``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ from pathlib import Path
 import pytest
 
 SPIKE_DURATION_S = 60.0
-FAULT_SCENARIO_DURATION_S = {"thermal-throttle": 34.0, "spec-collapse": 34.0, "engine-crash": 42.0}
+FAULT_SCENARIO_DURATION_S = {
+    "thermal-throttle": 34.0,
+    "spec-collapse": 34.0,
+    "engine-crash": 42.0,
+    "spec-drift": 30.0,
+}
 _CLI_TIMEOUT_S = 240.0
 
 
@@ -60,24 +67,32 @@ def spike_demo_store(
 def fault_scenario_stores(
     tmp_path_factory: pytest.TempPathFactory, _spike_demo_run: tuple[subprocess.Popen, Path]
 ) -> dict[str, Path]:
-    """scenario name -> store, the three fault scenarios played concurrently in one event loop
-    (the spike demo subprocess runs alongside)."""
+    """scenario name -> store, the scenarios other than spike played concurrently in one event
+    loop (the spike demo subprocess runs alongside); progress lines in ``<store>.parent/<name>.log``."""
     from enginescope.demo import DemoOptions, run_demo
 
     root = tmp_path_factory.mktemp("scenarios")
     paths = {name: root / name for name in FAULT_SCENARIO_DURATION_S}
+    logs: dict[str, list[str]] = {name: [] for name in FAULT_SCENARIO_DURATION_S}
 
     async def play_all() -> None:
         await asyncio.gather(
             *(
                 run_demo(
                     DemoOptions(
-                        store_dir=paths[name], scenario=name, duration_s=duration_s, print_fn=lambda _: None
+                        store_dir=paths[name],
+                        scenario=name,
+                        duration_s=duration_s,
+                        print_fn=logs[name].append,
                     )
-                )  # fmt: skip
+                )
                 for name, duration_s in FAULT_SCENARIO_DURATION_S.items()
             )
         )
 
-    asyncio.run(play_all())
+    try:
+        asyncio.run(play_all())
+    finally:
+        for name, lines in logs.items():
+            (root / f"{name}.log").write_text("\n".join(lines) + "\n")
     return paths

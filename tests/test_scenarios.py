@@ -1,14 +1,17 @@
-"""Fault scenarios (thermal throttle, spec collapse, engine crash), run concurrently in one event loop
-(the session fixture ``fault_scenario_stores`` in tests/conftest.py)."""
+"""Fault scenarios (thermal throttle, spec collapse, engine crash, spec drift), run concurrently in one
+event loop (the session fixture ``fault_scenario_stores`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 
 from enginescope.collectors.quantile import histogram_quantile
+from enginescope.views.spec_events import parse_detail
 
 pytestmark = pytest.mark.slow
 
@@ -100,3 +103,37 @@ def test_engine_crash_records_restart_and_requests_are_retried(stores: dict[str,
     retried = [r for r in client if r["attempts"] > 1]
     assert retried and all(r["ok"] for r in retried)
     assert all(r["replica"] != crashed for r in retried if r["start_ts_s"] < crash_s + 1)
+
+
+def test_spec_drift_demo_records_the_drift_event_and_writes_the_spec_report(stores: dict[str, Path]) -> None:
+    """Issue 13: ``enginescope demo --scenario spec-drift`` ends with the drift event, the affected
+    class and a ``spec-report`` dataset (history in virtual time, the product's monitor, the
+    default detector settings)."""
+    store = stores["spec-drift"]
+    con = connect(store)
+    drift_s = annotation_ts(con, "code requests switch")
+    events = con.sql(
+        "select epoch(ts), replica, detail from events where kind = 'spec_acceptance_drift'"
+    ).fetchall()
+    assert len(events) == 1, events  # one episode, no false alarm in the other classes
+    detected_s, replica, detail = events[0]
+    assert replica == "fleet"
+    parsed = parse_detail(detail)
+    assert parsed is not None and parsed["class"] == "code", detail
+    assert parsed["current_accept_length"] < 0.85 * parsed["baseline_accept_length"]
+    assert abs(parsed["onset"].timestamp() - drift_s) <= 60.0
+    assert drift_s < detected_s <= drift_s + 600.0  # within 10 minutes of simulated traffic
+    report = store / "spec-report"
+    evidence = pq.read_table(report / "evidence.parquet").to_pylist()
+    assert [row["traffic_class"] for row in evidence] == ["code"]
+    assert evidence[0]["fleet_gpus"] == 8  # two TP4 replicas: the history's GPU rows are replayed too
+    requests = pads.dataset(report / "requests", format="parquet", partitioning="hive").to_table().to_pylist()
+    ids = {row["request_id"] for row in requests}
+    assert len(ids) >= 30 and {row["traffic_class"] for row in requests} == {"code"}
+    stored = {
+        rid for (rid,) in con.sql("select request_id from requests where traffic_class = 'code'").fetchall()
+    }
+    assert ids <= stored
+    assert json.loads((report / "manifest.json").read_text())["drifts"] == 1
+    log = (store.parent / "spec-drift.log").read_text()
+    assert 'spec_acceptance_drift: class="code"' in log and f"dataset in {report}" in log

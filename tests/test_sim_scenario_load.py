@@ -1,16 +1,17 @@
-"""Scenario load on one simulated engine in virtual time: the spike fills the KV cache, the
-spec-drift scenario lowers one traffic class's acceptance in the per-request export."""
+"""Scenario load on simulated engines in virtual time: the spike fills the KV cache, the
+spec-drift scenario's history lowers one traffic class's acceptance in the per-request export."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
-from types import SimpleNamespace
 
 from enginescope.loadgen.generator import next_arrival_s
 from enginescope.simfleet.engine import SimEngine
 from enginescope.simfleet.metric_registry import LabelSet
+from enginescope.simfleet.prelude import play
 from enginescope.simfleet.scenarios import (
     DEMO_MIX,
     SPIKE_MIX,
@@ -71,35 +72,39 @@ def test_spike_with_long_prompts_fills_the_kv_cache() -> None:
 
 
 def test_spec_drift_lowers_one_class_in_the_request_export(tmp_path: Path) -> None:
+    """The spec-drift scenario's history (its prelude, played in virtual time) with the drift
+    brought forward: only the code class's acceptance falls in the per-request export."""
     scenario = get_scenario("spec-drift")
-    engine = SimEngine(scenario.profile, seed=0, export_dir=tmp_path)
-    engine.advance_to(scenario.profile.startup_total_s)
+    assert scenario.prelude is not None
+    drift = next(a for a in scenario.prelude.actions if a.apply is not None)
+    prelude = dataclasses.replace(
+        scenario.prelude, duration_s=240.0, actions=(dataclasses.replace(drift, at_s=120.0),)
+    )
     lengths = class_accept_lengths(scenario.profile, scenario.class_accept_factors)
-    for (label, value), length in lengths.items():
-        engine.set_class_accept_length(label, value, length)
-    drift = next(a for a in scenario.actions if a.apply is not None)
-    code = lengths[("task", "code")]
-    # the scenario's own action, on a fleet of this one engine
-    fleet = SimpleNamespace(config=SimpleNamespace(class_accept_lengths=dict(lengths)),
-                            replicas={"r": SimpleNamespace(engine=engine)})  # fmt: skip
-    ctx = SimpleNamespace(fleet=fleet, state={})
-    applied.clear()
-    hooks.clear()
-    hooks[drift.detail] = lambda: drift.apply(ctx)  # type: ignore[misc]
-    drive(engine, "spec-drift", 60.0)
-    engine.step(30.0)
-    engine.close()
+    end_s = 1_800_000_000.0
+    run = play(prelude, scenario.profile, scenario.mix, lengths, end_s=end_s, store_dir=tmp_path, seed=3)
+    assert run.annotations == [(end_s - 120.0, drift.detail)]
+    assert run.class_accept_lengths[("task", "code")] < lengths[("task", "code")]
+    assert all(r.engine.class_accept_lengths == run.class_accept_lengths for r in run.replicas)
     by: dict[tuple[str, bool], list[float]] = {}
-    epoch_drift = engine.epoch(scenario.profile.startup_total_s + drift.at_s + 2.0)
-    for f in tmp_path.glob("*.log"):
-        for line in f.read_text().splitlines():
-            record = json.loads(line)
-            task = json.loads(record["request_parameters"])["custom_labels"]["task"]
-            late = record["request_received_ts"] > epoch_drift
-            by.setdefault((task, late), []).append(record["spec_accept_length"])
+    records = [
+        json.loads(line) for f in tmp_path.glob("requestlog/*/*.log") for line in f.read_text().splitlines()
+    ]
+    assert len(records) == run.submitted > 800 and {r.identity.replica for r in run.replicas} == {
+        p.name for p in (tmp_path / "requestlog").iterdir()
+    }
+    for record in records:
+        assert end_s - 240.0 < record["request_received_ts"] < record["request_finished_ts"] <= end_s
+        task = json.loads(record["request_parameters"])["custom_labels"]["task"]
+        late = record["request_received_ts"] > end_s - 118.0
+        by.setdefault((task, late), []).append(record["spec_accept_length"])
     mean = {k: sum(v) / len(v) for k, v in by.items()}
-    assert engine.class_accept_lengths[("task", "code")] < code
     assert mean[("code", True)] < 0.85 * mean[("code", False)]
     for task in ("chat", "summarize"):
         assert abs(mean[(task, True)] / mean[(task, False)] - 1) < 0.08
     assert mean[("code", False)] > mean[("chat", False)] > mean[("summarize", False)]
+    # what the replicas' sidecars would have scraped, on the virtual clock
+    batches = [b for r in run.replicas for b in r.sidecar.batches]  # type: ignore[union-attr]
+    assert len(batches) == 2 * (240 // 5 + 2)
+    assert all(end_s - 240.0 <= row.ts_s <= end_s for b in batches for row in (*b.histograms, *b.gpu))
+    assert {row.gpu_uuid for b in batches for row in b.gpu} and sum(len(b.histograms) for b in batches) > 100

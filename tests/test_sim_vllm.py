@@ -110,3 +110,32 @@ def test_bench_and_sidecar_catalog_run_on_a_simulated_vllm_engine() -> None:
     assert row["ok"] > 0 and row["failed"] == 0
     assert row["engine_itl_p50_s"] > 0 and row["engine_ttft_p95_s"] > 0  # vLLM's own histograms
     assert detect_engine(f.name for f in parse_exposition(text).families) == "vllm"
+
+
+def test_vllm_has_no_per_request_export_so_nothing_tails_one_and_spec_drift_says_why(tmp_path: Path) -> None:
+    """Real vLLM writes no per-request file (its per-request data is an OpenTelemetry span without
+    acceptance or custom labels, docs/simulator.md): the simulated engine writes none, the fleet
+    gives its sidecars no request log to tail, and spec-drift refuses a vLLM recipe with the reason."""
+    from enginescope.simfleet.fleet import Fleet, FleetConfig
+    from enginescope.simfleet.scenarios import check_fits, get_scenario
+
+    engine = SimEngine(VLLM, seed=0, export_dir=tmp_path / "export")
+    engine.advance_to(VLLM.startup_total_s)
+    engine.submit(300, max_new_tokens=20, ignore_eos=True)
+    engine.step(10.0)
+    engine.close()
+    assert not list(tmp_path.glob("export/*"))
+    vllm_fleet, sglang_fleet = (
+        Fleet(FleetConfig(VLLM, store_dir=tmp_path)),
+        Fleet(FleetConfig(DEFAULT, store_dir=tmp_path)),
+    )
+    try:
+        assert vllm_fleet._request_log_dir("ta-x") is None
+        assert sglang_fleet._request_log_dir("ta-x") == tmp_path / "requestlog" / "ta-x"
+    finally:
+        for fleet in (vllm_fleet, sglang_fleet):
+            fleet._events.close()
+    spec = dataclasses.replace(VLLM, spec_accept_length=3.0, spec_num_steps=3, spec_num_draft_tokens=4)
+    with pytest.raises(ValueError, match="per-request export"):
+        check_fits(get_scenario("spec-drift"), spec)
+    check_fits(get_scenario("spec-collapse"), spec)  # vLLM's spec counters show a collapse

@@ -180,6 +180,7 @@ class EngineSource:
         batch.samples.extend(scrape.samples)
         batch.histograms.extend(scrape.histograms)
         batch.series.extend(scrape.series)
+        batch.helps.update(scrape.helps)
         batch.signals.extend(scrape.signals)
         batch.events.extend(self._debounce_restarts(scrape.events, now_s))
         if not self.model_name:

@@ -170,6 +170,9 @@ class Batch:
     gpu: list[GpuRow] = field(default_factory=list)
     requests: list[RequestRow] = field(default_factory=list)
     series: list[SeriesRow] = field(default_factory=list)
+    # HELP text of each engine family in the scrape, by family name (a counter's without
+    # ``_total``), for sinks that re-serve engine families; not data (``is_empty`` ignores it).
+    helps: dict[str, str] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
         return not (

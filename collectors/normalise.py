@@ -43,6 +43,7 @@ class NormalisedScrape:
     events: list[EventRow] = field(default_factory=list)
     errors: list[ExpositionError] = field(default_factory=list)
     series: list[SeriesRow] = field(default_factory=list)  # every histogram series, idle included
+    helps: dict[str, str] = field(default_factory=dict)  # family name -> the engine's HELP text
 
 
 class Normaliser:
@@ -72,6 +73,7 @@ class Normaliser:
         resets = self._deltas.finish()
         out = NormalisedScrape(self.engine, run.samples, run.histograms, run.signals(), [], parsed.errors)
         out.series = run.series
+        out.helps = {f.name: f.help for f in parsed.families if f.help}
         out.errors.extend(run.errors)
         if resets:
             out.events.append(EventRow(ts_s, EventKind.ENGINE_RESTART, _reset_detail(resets)))

@@ -284,3 +284,4 @@ def _merge(into: Batch, part: Batch) -> None:
     into.gpu.extend(part.gpu)
     into.requests.extend(part.requests)
     into.series.extend(part.series)
+    into.helps.update(part.helps)

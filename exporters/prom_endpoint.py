@@ -103,6 +103,7 @@ class PromEndpointSink:
         self.include_raw = include_raw
         self._table = SeriesTable(ttl_s, max_series, clock)
         self._replicas: dict[str, dict[str, str]] = {}  # replica -> its current identity labels
+        self._engine_help: dict[str, str] = {}  # family -> the engine's own HELP (latest scrape)
         self._lock = threading.Lock()
         try:
             self._server = ThreadingHTTPServer((host, port), _handler(self))
@@ -126,6 +127,7 @@ class PromEndpointSink:
         base = _identity_labels(batch.identity)
         with self._lock:
             self._track_identity(base)
+            self._engine_help.update(batch.helps)
             if self._engine_went_down(batch):
                 self._drop_engine_series(base["replica"])
             self._init_events(base)
@@ -211,10 +213,15 @@ class PromEndpointSink:
             scaled = value * metric.scale
             self._add(metric.name, "gauge", metric.help, origin, base, labels, scaled, accumulate=False)
 
-    @staticmethod
-    def _histogram_names(base: dict[str, str], metric: str, signal: str | None) -> list[tuple[str, str]]:
+    def _raw_help(self, family: str, engine: str) -> str:
+        """The engine's own HELP of a re-served family, or a generic line where it gave none."""
+        return self._engine_help.get(family) or _RAW_HELP.format(engine=engine)
+
+    def _histogram_names(
+        self, base: dict[str, str], metric: str, signal: str | None
+    ) -> list[tuple[str, str]]:
         """(family, HELP) a histogram is served under: the engine's name, and ours if mapped."""
-        names = [(metric, _RAW_HELP.format(engine=base["engine"]))]
+        names = [(metric, self._raw_help(metric, base["engine"]))]
         if signal in SIGNALS and SIGNALS[signal].kind is Kind.HISTOGRAM:
             ours = signal_metric(signal)
             names.append((ours.name, ours.help))
@@ -266,7 +273,7 @@ class PromEndpointSink:
         if kind == "counter" and name.endswith("_total"):
             name, suffix = name.removesuffix("_total"), "_total"
         own = sidecar_sample_help(name)  # the sidecar's own samples: not the engine's, stay when it is down
-        help_text = own or _RAW_HELP.format(engine=engine)
+        help_text = own or self._raw_help(name, engine)
         origin = Origin.ENGINE if own is None else Origin.SIDECAR
         self._add(name, kind, help_text, origin, base, sample.labels, sample.value,
                   accumulate=False, suffix=suffix)  # fmt: skip

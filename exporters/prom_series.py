@@ -12,6 +12,7 @@ increase written before its first scrape (served as 0 once, so ``increase()`` se
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -65,9 +66,14 @@ class SeriesTable:
         return self._state.overflow_updates
 
     def _family(self, name: str, kind: str, help_text: str, origin: Origin, suffix: str) -> bool:
-        """Register a family; False if it exists with another type (an engine changed it)."""
+        """Register a family; False if it exists with another type (an engine changed it).
+        A HELP text that changed (the engine's own, learnt after a generic one) replaces it."""
         meta = self._meta.setdefault(name, _Meta(kind, help_text, origin, suffix))
-        return meta.kind == kind
+        if meta.kind != kind:
+            return False
+        if meta.help != help_text:
+            self._meta[name] = dataclasses.replace(meta, help=help_text)
+        return True
 
     def add(self, name: str, kind: str, help_text: str, origin: Origin, labels: Labels, value: float,
             *, accumulate: bool, suffix: str = "") -> None:  # fmt: skip

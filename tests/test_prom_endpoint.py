@@ -447,3 +447,42 @@ def test_the_sidecars_own_samples_have_their_own_help_and_stay_while_the_engine_
     assert "scrape" in helps["enginescope_sidecar_scrape_errors_total"].lower()
     assert "OTLP" in helps["enginescope_otlp_backlog_bytes"]
     assert not [n for n, h in helps.items() if n.startswith("enginescope_") and "engine sample" in h]
+
+
+def test_re_served_engine_families_keep_the_engines_own_help(tmp_path):
+    """HELP of a re-served engine family is the engine's (from the scraped exposition): gauges,
+    counters (declared with or without ``_total``), histograms, idle ones included."""
+    from enginescope.sidecar import Sidecar, SidecarConfig
+    from tests.exposition_server import ExpositionServer
+
+    fixture = ENGINE_FIXTURES["sglang"].read_text()
+    declared = dict(re.findall(r"^# HELP (\S+) (.*)$", fixture, re.M))
+    endpoint = PromEndpointSink(port=0)
+    try:
+        with ExpositionServer(fixture) as server:
+            config = SidecarConfig(engine_url=server.url, store_dir=tmp_path / "s", extra_sinks=[endpoint])
+            sidecar = Sidecar(config)
+            try:
+                sidecar.tick()
+                sidecar.tick()
+                _, text = fetch(endpoint)
+                _, om = fetch(endpoint, OM_ACCEPT)
+            finally:
+                sidecar.stop()
+    finally:
+        endpoint.close()
+    served = dict(re.findall(r"^# HELP (\S+) (.*)$", text, re.M))
+    for name in ("sglang:num_queue_reqs", "sglang:prompt_tokens_total", "sglang:time_to_first_token_seconds",
+                 "sglang:dp_attention_sync_wait_seconds"):  # fmt: skip
+        assert served[name] == declared[name], name
+    engine = {n: h for n, h in served.items() if n.startswith("sglang:")}
+    assert engine and all(h == declared[n] for n, h in engine.items())  # every one, not only those
+    om_helps = dict(re.findall(r"^# HELP (\S+) (.*)$", om, re.M))
+    assert om_helps["sglang:prompt_tokens"] == declared["sglang:prompt_tokens_total"]  # OM family name
+
+
+def test_an_engine_family_without_help_gets_a_generic_line(sink):
+    sink.write(Batch(IDENTITY, samples=[SampleRow(100.0, "sglang:undocumented", "gauge", (), 1.0)],
+                     helps={"sglang:other": "x"}))  # fmt: skip
+    _, text = fetch(sink)
+    assert "# HELP sglang:undocumented sglang engine sample re-served" in text

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +12,19 @@ import pytest
 
 from enginescope.exporters.prom_endpoint import PromEndpointSink
 from enginescope.sidecar import Sidecar, SidecarConfig
+from tests.binaries import require
 from tests.exposition_server import ExpositionServer
 from tests.test_prometheus_server import Prometheus
 from tests.test_sidecar_e2e import FIXTURE, _bump_ttft
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("prometheus") is None, reason="apt-get install prometheus"),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _prometheus_binary() -> None:
+    require("prometheus")  # skipped on a workstation without it, a failure under CI
+
+
 STEPS = [{0.2: 5, 0.4: 2}, {1.0: 3, 4.0: 1}, {0.1: 7, 10.0: 1}]
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import modal
 import modal.exception
 
+from enginescope.collectors.signals import SLOS
 from enginescope.deploy.sources import CORE_REQUIREMENTS, MODAL_REQUIREMENTS, with_sources
 from enginescope.recipes.schema import Recipe
 
@@ -197,11 +198,7 @@ def resolved_config(recipe: Recipe, app_name: str, server_name: str = DEFAULT_SE
         "engine_command": shlex.join(
             sglang_command(recipe, port=recipe.server.port, metrics_dir=_request_log_dir(recipe))
         ),
-        "slo": {
-            "ttft_p95_s": recipe.slo.ttft_p95_s,
-            "itl_p95_s": recipe.slo.itl_p95_s,
-            "e2e_p95_s": recipe.slo.e2e_p95_s,
-        },  # fmt: skip
+        "slo": {slo.key: getattr(recipe.slo, slo.key) for slo in SLOS},
         "watcher": {"period_s": WATCH_PERIOD_S, "replica": f"fleet-{app_name}"},
     }
 

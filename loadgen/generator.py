@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from enginescope.collectors.signals import QUANTILES, quantile_label
 from enginescope.loadgen.openai_client import ClientError, OpenAIRequest, send_request
 from enginescope.loadgen.router import Lease, NoBackendError, Router
 
@@ -398,9 +399,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-QUANTILES = (0.5, 0.95, 0.99)
-
-
 def latency_series(done: list[RequestResult]) -> dict[str, list[float]]:
     """Client-side latencies (s) of finished requests: TTFT, every inter-token gap, e2e."""
     return {
@@ -422,7 +420,7 @@ def summarize(results: list[RequestResult]) -> dict[str, object]:
         "output_tokens": sum(r.output_tokens for r in done),
     }
     for name, values in series.items():
-        summary[name] = {f"p{round(q * 100)}": percentile(values, q) for q in QUANTILES}
+        summary[name] = {quantile_label(q): percentile(values, q) for q in QUANTILES}
     return summary
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from enginescope.collectors.signals import SLOS
+from enginescope.collectors.signals import QUANTILES, SLOS, quantile_label
 
 LATENCY_SIGNALS: tuple[str, ...] = tuple(slo.signal for slo in SLOS)
 FLEET = "(fleet)"
@@ -49,6 +49,12 @@ _ROLLUP_CHECK = {"raw": "true", "1m": _WHOLE_MINUTES}
 _HISTOGRAMS = {"raw": "histograms_in($t0, $t1)", "1m": "histograms_1m_partials_in($t0, $t1)"}
 
 
+# p50, p95, p99: the registry's default quantiles, one column each
+_QUANTILE_COLUMNS = ",\n       ".join(
+    f"histogram_quantile({q!r}, bounds, counts) AS {quantile_label(q)}" for q in QUANTILES
+)
+
+
 def _latency_sql(source: str, signal_filter: str = "signal = $signal", check: str = "true") -> str:
     """Quantiles of bucket counts summed (store macro ``sum_buckets``) per time bucket, series
     and signal; rows with another bucket layout (another engine) form their own group. The
@@ -64,9 +70,7 @@ WITH lists AS MATERIALIZED (
     GROUP BY ALL
 )
 SELECT t, replica, signal,
-       histogram_quantile(0.5, bounds, counts) AS p50,
-       histogram_quantile(0.95, bounds, counts) AS p95,
-       histogram_quantile(0.99, bounds, counts) AS p99,
+       {_QUANTILE_COLUMNS},
        counts[-1] AS observations
 FROM lists
 WHERE counts[-1] > 0

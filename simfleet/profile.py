@@ -20,7 +20,8 @@ Iteration-time model (per scheduler iteration, all divided by the runtime speed 
                 verify_width = spec_num_draft_tokens; each verify step emits a chain-accepted
                 number of tokens per sequence (mean spec_accept_length; simfleet.spec_decode).
 
-Calibration of DEFAULT (serving-benchmarks.md and the 0.5.23 single-GPU fixture): batch-1 decode
+Calibration of DEFAULT (published serving benchmarks cited in docs/simulator.md, and the 0.5.23
+single-GPU fixture): batch-1 decode
 is 6.3 ms/token (158 tok/s, the published no-speculation number for Llama-3.1-8B on one H100);
 ~64 running ShareGPT-like sequences (~40k context tokens) give ~12 ms ITL; prefill runs at
 ~25k tokens/s (a saturated H100 run reported 27.7k input tok/s), so a 500-token prompt below

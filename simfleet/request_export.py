@@ -1,8 +1,9 @@
 """SGLang 0.5.23's per-request export (``--export-metrics-to-file``) for simulated requests.
 
 One JSON object per finished request, appended to ``<dir>/sglang-request-metrics-YYYYMMDD_HH.log``
-(server local time of the write, a new file each hour). Keys, order and types follow
-/work/shared/reference/sglang-request-export.md: ``request_parameters`` is a JSON string of the
+(server local time of the write, a new file each hour). Keys, order and types follow the
+SGLang 0.5.23 wheel's ``sglang/srt/observability/request_metrics_exporter.py`` and
+``sglang/srt/managers/tokenizer_manager.py``: ``request_parameters`` is a JSON string of the
 request's non-null ``GenerateReqInput`` fields, then the response meta_info; timestamps are epoch
 seconds except ``received_time`` (a perf_counter value); spec fields only with speculative decoding;
 a waiting-queue abort has the reduced shape.

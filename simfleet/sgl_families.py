@@ -1,7 +1,8 @@
 """SGLang 0.5.23 metric families as its /metrics endpoint exposes them.
 
-Names, types, HELP texts and default buckets follow /work/shared/reference/sglang-metrics.md and the
-real 0.5.23 single-GPU exposition. The list order is the order the real multiprocess collector
+Names, types, HELP texts and default buckets follow the SGLang 0.5.23 wheel's
+``sglang/srt/observability/metrics_collector.py`` and the real 0.5.23 single-GPU exposition
+(``tests/fixtures/sglang/``). The list order is the order the real multiprocess collector
 emitted families in (grouped by process and file kind: tokenizer histograms, livesum gauges,
 scheduler counters/histograms/gauges, tokenizer gauges, pid gauges, tokenizer counters); families
 the fixture lacks sit in the group of the process that records them.

@@ -2,8 +2,8 @@
 
 Names, types, HELP texts and buckets follow the real 0.33.0 exposition in
 ``tests/fixtures/vllm/0.33.0-plain/metrics.txt`` (rendered by vLLM's own ``v1/metrics`` classes and
-prometheus_client 0.26) and ``/work/shared/reference/sglang-metrics.md`` section 8; the
-speculative-decoding counters follow ``vllm/v1/spec_decode/metrics.py``. Order = exposition order.
+prometheus_client 0.26) and vLLM's ``docs/usage/metrics.md``; the speculative-decoding counters
+follow ``vllm/v1/spec_decode/metrics.py``. Order = exposition order.
 Counters are registered without ``_total`` and exposed with it; every counter and histogram child
 also gets a ``<name>_created`` gauge family (no multiprocess mode).
 """

@@ -49,7 +49,7 @@ _SIGNAL_NAMES: dict[str, tuple[str, tuple[tuple[str, str], ...], bool]] = {
     "ttft_seconds": ("gen_ai.server.time_to_first_token", (), True),
     "tpot_seconds": ("gen_ai.server.time_per_output_token", (), True),
     "e2e_seconds": ("gen_ai.server.request.duration", (), True),
-    # No convention: ITL is per output chunk, TPOT per request (sglang-metrics.md).
+    # No convention: ITL is per output chunk, TPOT per request (SGLang metrics_collector.py).
     "itl_seconds": ("enginescope.inter_token_latency", (), True),
     "queue_time_seconds": ("enginescope.queue.time", (), True),
     "queue_depth": ("enginescope.queue.depth", (), False),

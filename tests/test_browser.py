@@ -1,10 +1,11 @@
 """Real browser: the dashboard as ``enginescope dashboard`` starts it + headless Chromium
 driven over the DevTools protocol.
 
-For every demo scenario (the session's demo stores, tests/conftest.py) and at 1600x900 and
-1280x720, the incident view's first viewport must hold the status strip, the cause line and
-the four key charts (element bounding boxes), with no Deploy button; a screenshot of each is
-kept under tests/artifacts/ (CI artifacts). One Streamlit server per store, started together;
+For every demo scenario (the session's demo stores, tests/conftest.py: spike, thermal-throttle,
+spec-collapse, engine-crash, spec-drift) and at 1600x900 and 1280x720, the incident view's first
+viewport must hold the status strip, the cause line and the four key charts (element bounding
+boxes), with no Deploy button; a screenshot of each is kept under tests/artifacts/ (CI artifacts).
+The spec-drift page also shows the acceptance-by-class panel with the recorded drop. One Streamlit server per store, started together;
 one browser. Needs Debian's ``chromium`` (apt-get install -y chromium); skipped without it.
 """
 
@@ -26,6 +27,7 @@ import pytest
 import websockets  # streamlit's own dependency
 
 from enginescope import cmd_dashboard
+from enginescope.simfleet.scenarios import SCENARIOS
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -126,6 +128,7 @@ def test_first_screen_of_every_demo_scenario_in_a_real_browser(
     tmp_path: Path, spike_demo_store: Path, fault_scenario_stores: dict[str, Path]
 ) -> None:
     stores = {"spike": spike_demo_store, **fault_scenario_stores}
+    assert set(stores) == set(SCENARIOS)  # every scenario `enginescope demo --scenario` offers
     servers = {name: _serve(store) for name, store in stores.items()}
     debug_port = _free_port()
     profile = tempfile.mkdtemp(dir=tmp_path)
@@ -162,3 +165,9 @@ def test_first_screen_of_every_demo_scenario_in_a_real_browser(
         assert shot.stat().st_size > 30_000
     spike = results[0]["text"]
     assert "Prefill queueing" in spike and "scale_up" in spike and "spike starts" in spike
+    drift = next(
+        r["text"] for (_url, shot, _size), r in zip(pages, results, strict=True) if "spec-drift" in shot.name
+    )
+    assert "Speculative acceptance by traffic class" in drift and "Lost throughput (tokens/s)" in drift, (
+        drift[-3000:]
+    )

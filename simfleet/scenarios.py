@@ -380,7 +380,7 @@ DEMO_MAX_RPS = 150.0
 # Rates relative to one replica's throughput at the recipe's target concurrency.
 BASE_LOAD = 0.35  # one replica well below target: no scale-up
 SPIKE_LOAD = 2.5  # ~2.5 replicas' worth of demand: scale-up (to max_containers if lower)
-PRELUDE_MAX_RPS = 10.0  # ~1 s of CPU per 1,000 requests played in virtual time
+PRELUDE_MAX_RPS = 10.0  # ~1.5 s of CPU per 1,000 requests played in virtual time
 MIN_SPIKE_LOAD = 1.3  # the floor under the DEMO_MAX_RPS trim: demand still exceeds one replica's target
 LIVE_LOAD = 0.5
 

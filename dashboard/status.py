@@ -14,6 +14,7 @@ import pandas as pd
 
 from enginescope.collectors.signals import SLO_BY_SIGNAL
 from enginescope.dashboard import diagnosis
+from enginescope.views.spec_events import EVENT_KIND, parse_detail
 
 NOW_S = 300.0  # "now" is the last 5 minutes of the window ...
 NOW_SHARE = 0.25  # ... or its last quarter when the window is shorter than 20 minutes
@@ -74,10 +75,16 @@ def fleet_queue(series: pd.DataFrame) -> pd.Series:
 
 
 def cause_line(
-    incidents: list[diagnosis.Incident], latency: dict[str, pd.DataFrame], since_now: pd.Timestamp
+    incidents: list[diagnosis.Incident],
+    latency: dict[str, pd.DataFrame],
+    since_now: pd.Timestamp,
+    events: pd.DataFrame | None = None,
 ) -> str:
     """One line: the latest incident's cause, when it started, and whether it is recovering."""
     if not incidents:
+        drift = _latest_drift(events)
+        if drift is not None:
+            return f"No latency incident in this window, but {drift} (acceptance by class below)."
         return "No incident in this window: every threshold held and no fault event was recorded."
     inc = next((i for i in reversed(incidents) if i.ongoing), incidents[-1])
     cause = inc.cause.title if inc.cause else "cause not determined from the data"
@@ -88,6 +95,25 @@ def cause_line(
             f"({diagnosis.duration_text(inc.duration_s)})"
         )
     return f"Ongoing since {_hms(inc.start)} UTC: {cause}{evidence}{_trend(inc, latency, since_now)}"
+
+
+def _latest_drift(events: pd.DataFrame | None) -> str | None:
+    """The newest recorded speculative-acceptance drift, in words (it costs throughput before
+    it shows in latency, so it is news even when every threshold held)."""
+    if events is None or events.empty:
+        return None
+    drifts = events.loc[events["kind"] == EVENT_KIND].sort_values("ts")
+    if drifts.empty:
+        return None
+    last = drifts.iloc[-1]
+    found = parse_detail(str(last["detail"])) or {}
+    what = "a speculative-acceptance drift was recorded"
+    if "class" in found:
+        what += (
+            f" for class {found['class']!r} (accept length {found['baseline_accept_length']:.2f} → "
+            f"{found['current_accept_length']:.2f} tokens/step)"
+        )
+    return f"{what} at {_hms(last['ts'])} UTC"
 
 
 def _trend(inc: diagnosis.Incident, latency: dict[str, pd.DataFrame], since_now: pd.Timestamp) -> str:
@@ -127,7 +153,7 @@ def status(
         replicas_wanted=replicas_wanted(events),
         queue_now=float(queue.iloc[-1]) if not queue.empty else None,
         queue_peak=float(queue.max()) if not queue.empty else None,
-        cause_line=cause_line(incidents, latency, since),
+        cause_line=cause_line(incidents, latency, since, events),
     )
 
 

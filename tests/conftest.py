@@ -23,7 +23,7 @@ import pytest
 SPIKE_DURATION_S = 60.0
 FAULT_SCENARIO_DURATION_S = {
     "thermal-throttle": 34.0,
-    "spec-collapse": 34.0,
+    "spec-collapse": 48.0,
     "engine-crash": 42.0,
     "spec-drift": 30.0,
 }

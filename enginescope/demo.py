@@ -250,10 +250,12 @@ def _story_budget(options: DemoOptions, fleet: Fleet) -> float | None:
 
 
 async def _timeline(scenario: Scenario, ctx: ScenarioContext, progress: Callable[[str], None]) -> None:
-    start_s = time.monotonic()
+    start_s, wall_start_s = time.monotonic(), time.time()
     for action in scenario.actions:
         await asyncio.sleep(max(0.0, start_s + action.at_s - time.monotonic()))
-        ctx.fleet.annotate(action.detail)
+        # Stamped at the scheduled instant (when the load pattern switches), not when this task
+        # woke up: a busy event loop must not make the fault look later than its effects.
+        ctx.fleet.annotate(action.detail, ts_s=wall_start_s + action.at_s)
         if action.apply is not None:
             try:
                 action.apply(ctx)

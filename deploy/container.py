@@ -120,6 +120,7 @@ class ContainerEntry:
         nvml: Any | None = None,
         extra_sinks: list[Any] | None = None,
         warmup_requests: int = 3,
+        deferred_commits: bool = False,
     ) -> None:
         self.recipe = recipe
         self.engine_cmd = engine_cmd
@@ -131,6 +132,8 @@ class ContainerEntry:
         self.nvml = nvml
         self.extra_sinks = extra_sinks or []
         self.warmup_requests = warmup_requests
+        # On a Modal Volume (no atomic create across containers) the fleet watcher commits.
+        self.deferred_commits = deferred_commits
         self.engine: subprocess.Popen[bytes] | None = None
         self.sidecar: Any = None
         self._stop = threading.Event()
@@ -174,6 +177,7 @@ class ContainerEntry:
             nvml=self.nvml,
             extra_sinks=self.extra_sinks,
             ready_by="owner",  # ready = healthy and warmed up (start())
+            deferred_commits=self.deferred_commits,
         )
         return Sidecar(config)
 
@@ -298,6 +302,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--engine-cmd", help="engine command line (default: SGLang from the recipe)")
     parser.add_argument("--port", type=int, help="engine port (default: the recipe's server.port)")
     parser.add_argument("--request-log-dir", type=Path, help="engine's per-request export folder")
+    parser.add_argument(
+        "--deferred-commits",
+        action="store_true",
+        help="leave Delta commits to the fleet watcher (a shared Volume)",
+    )
     return parser.parse_args(argv)
 
 
@@ -315,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     entry = ContainerEntry(
         recipe, cmd, args.store, engine_url=f"http://127.0.0.1:{port}", request_log_dir=metrics_dir,
-        engine_env=dict(recipe.engine.env),
+        engine_env=dict(recipe.engine.env), deferred_commits=args.deferred_commits,
     )  # fmt: skip
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -43,6 +43,7 @@ class Engine:
             request_log_dir=log_dir,
             engine_env=dict(RECIPE.engine.env),
             commit=store.commit,
+            deferred_commits=True,  # containers never write the Volume's Delta logs: the watcher does
             nvml=_nvml(),
             extra_sinks=_otlp_sinks(),
         )
@@ -60,7 +61,14 @@ def fleet_watcher() -> None:
     from enginescope.deploy.watcher import ModalServerProbe, watch_window
 
     probe = ModalServerProbe(APP_NAME, SERVER_NAME)
-    watch_window(probe, RECIPE, Path(RECIPE.sidecar.store_path), app_name=APP_NAME, commit=store.commit)
+    watch_window(
+        probe,
+        RECIPE,
+        Path(RECIPE.sidecar.store_path),
+        app_name=APP_NAME,
+        commit=store.commit,
+        reload=store.reload,
+    )
 
 
 def _nvml():

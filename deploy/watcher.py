@@ -171,6 +171,18 @@ def fleet_identity(recipe: Recipe, app_name: str) -> Identity:
     )  # fmt: skip
 
 
+def _commit_containers(writer: Any, reload: Callable[[], None] | None) -> None:
+    """Commit what the engine containers flushed since the last poll (never raises)."""
+    try:
+        if reload is not None:
+            reload()  # the containers' files and manifests, as of their last Volume commit
+        committed = writer.commit_deferred()
+        if committed:
+            log.info("committed %d files the engine containers flushed", committed)
+    except Exception as exc:  # the watcher's own events must still be written
+        log.warning("committing the containers' files failed (next poll retries): %s", exc)
+
+
 def watch_window(
     probe: FleetProbe,
     recipe: Recipe,
@@ -180,10 +192,15 @@ def watch_window(
     window_s: float = WINDOW_S,
     interval_s: float = POLL_INTERVAL_S,
     commit: Callable[[], None] | None = None,
+    reload: Callable[[], None] | None = None,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Poll for ``window_s`` (one scheduled run), write to the store; returns events written."""
+    """Poll for ``window_s`` (one scheduled run), write to the store; returns events written.
+
+    The watcher is the store's one committer (one scheduled run at a time): each poll it
+    reloads the Volume, commits the engine containers' deferred manifests to the Delta logs
+    and, through its writer's compaction, compacts their files (see ``store.pending``)."""
     from enginescope.store import StoreWriter
 
     identity = fleet_identity(recipe, app_name)
@@ -193,6 +210,7 @@ def watch_window(
     try:
         end_s = clock() + window_s
         while True:
+            _commit_containers(writer, reload)
             written += len(watcher.poll_once(clock(), interval_s))
             if clock() + interval_s > end_s:
                 break

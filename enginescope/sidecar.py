@@ -48,6 +48,7 @@ class SidecarConfig:
     extra_sinks: list[Any] = field(default_factory=list)  # Sinks (older flush/close ones are wrapped)
     ready_by: str = "health"  # who records engine_ready first: /health ("health") or the owner
     state_dir: Path | None = None  # default: <store>/state, or local_state_dir() for a URL store
+    deferred_commits: bool = False  # a shared volume (Modal): the fleet watcher commits, see store.pending
 
     def resolved_state_dir(self) -> Path:
         if self.state_dir is not None:
@@ -87,6 +88,7 @@ class Sidecar:
             self.identity,
             flush_interval_s=config.flush_interval_s,
             retention_days=config.retention_days,
+            deferred_commits=config.deferred_commits,
         )
         self.sinks: list[Sink] = [as_sink(s) for s in (store, *config.extra_sinks)]
         self.lifecycle = Lifecycle(config.ready_by)

@@ -9,8 +9,15 @@ committed right now is counted once whether the reader sees it in the log, the m
 Other engines read only the log: they lag by at most ``commit_interval_s``.
 
 A manifest not rewritten for ``STALE_S`` belongs to a dead writer: readers ignore it, and the
-next writer of the same replica commits its files (adding a path already in the table is a no-op
-for Delta's file set, so a race cannot duplicate rows) and deletes it.
+next writer of any replica commits its files (adding a path already in the table is a no-op for
+Delta's file set, so a race cannot duplicate rows) and deletes it.
+
+**Deferred commits** (a store on a shared volume without atomic create, such as a Modal Volume,
+where two containers writing the same ``_delta_log/<version>.json`` would silently lose one):
+writers never touch the log. Each flush writes its files and one immutable manifest
+``<store>/_pending/deferred/<writer id>/<seq>.json`` (a new file per flush, so no file has two
+writers); one committer (the fleet watcher) commits every manifest's files and deletes the
+manifest, then compacts. Readers treat deferred manifests as live until they are deleted.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pathlib import Path
 from enginescope.store.delta import DataFile
 
 FOLDER = "_pending"
+DEFERRED = "deferred"
 STALE_S = 300.0  # no rewrite for this long: the writer is gone (it rewrites at least every 30 s)
 
 
@@ -74,12 +82,65 @@ def read_manifests(store: Path, now_s: float | None = None) -> list[tuple[Path, 
     return out
 
 
+def write_deferred_manifest(
+    store: Path, writer_id: str, seq: int, replica: str, files: list[PendingFile]
+) -> Path:
+    """One flush's files for the committer: a new, never rewritten file (temp file + rename)."""
+    folder = store / FOLDER / DEFERRED / urllib.parse.quote(writer_id, safe="")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{seq:012d}.json"
+    record = {
+        "replica": replica,
+        "written_s": time.time(),
+        "files": [{"table": p.table, **asdict(p.file)} for p in files],
+    }
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
+    return path
+
+
+def read_deferred_manifests(store: Path) -> list[tuple[Path, dict]]:
+    """(path, record) of every deferred manifest, oldest first per writer."""
+    root = store / FOLDER / DEFERRED
+    try:
+        writers = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    out = []
+    for writer in writers:
+        try:
+            names = sorted(
+                n for n in os.listdir(root / writer) if n.endswith(".json") and not n.startswith(".")
+            )
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in names:
+            path = root / writer / name
+            try:
+                out.append((path, json.loads(path.read_text())))
+            except (OSError, ValueError):
+                continue  # committed and deleted while listing
+    return out
+
+
+def files_by_table(record: dict) -> dict[str, list[DataFile]]:
+    """A manifest's files grouped by table."""
+    out: dict[str, list[DataFile]] = {}
+    for entry in record.get("files", []):
+        out.setdefault(entry["table"], []).append(
+            DataFile(**{k: v for k, v in entry.items() if k != "table"})
+        )
+    return out
+
+
 def pending_files(store: Path, table: str) -> list[DataFile]:
-    """Files of live manifests for ``table``."""
+    """Files of live manifests (and of every deferred manifest) for ``table``."""
+    records = [record for _, record, live in read_manifests(store) if live]
+    records += [record for _, record in read_deferred_manifests(store)]
     return [
         DataFile(**{k: v for k, v in f.items() if k != "table"})
-        for _, record, live in read_manifests(store)
-        if live
+        for record in records
         for f in record["files"]
         if f["table"] == table
     ]

@@ -24,6 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from deltalake.transaction import AddAction
 
 from enginescope.collectors.model import Batch, Identity
@@ -32,7 +33,14 @@ from enginescope.store.compaction import CompactionPolicy, CompactionStats
 from enginescope.store.delta import DataFile, StoreTable, add_action_of, data_file_of
 from enginescope.store.inventory import SeriesInventory
 from enginescope.store.location import StoreLocation, store_location
-from enginescope.store.pending import PendingFile, read_manifests, write_manifest
+from enginescope.store.pending import (
+    PendingFile,
+    files_by_table,
+    read_deferred_manifests,
+    read_manifests,
+    write_deferred_manifest,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +82,7 @@ class StoreWriter:
         policy: CompactionPolicy | None = None,
         background: bool = True,
         raw_retention_days: float | None = None,
+        deferred_commits: bool = False,
     ) -> None:
         self.location = store_location(store_dir)
         self.store_dir: Path | str = self.location.path if self.location.is_local else self.location.root
@@ -86,6 +95,12 @@ class StoreWriter:
         # pending manifest that enginescope's views read, see ``pending``); an explicit
         # flush() always commits. Object stores commit on every flush.
         self.commit_interval_s = commit_interval_s if self.location.is_local else flush_interval_s
+        # Deferred: never touch the Delta log (a shared volume without atomic create, see
+        # ``pending``); each flush leaves a manifest for the one committer, compaction is its job.
+        self.deferred_commits = deferred_commits
+        if deferred_commits and not self.location.is_local:
+            raise ValueError("deferred_commits is for a shared folder; object stores commit atomically")
+        self._deferred_seq = time.time_ns() // 1000  # manifests of one writer sort in flush order
         self.retention_days = retention_days
         # Raw tables that have a minute rollup (histograms, signals) may be kept for less time
         # than everything else: old days then answer from the rollup alone.
@@ -111,7 +126,8 @@ class StoreWriter:
         self._manifest_written = False
         self._closed = False
         self._thread: threading.Thread | None = None
-        self._adopt_stale_manifests()
+        if not deferred_commits:
+            self._adopt_stale_manifests()
         if background:
             self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
             self._thread.start()
@@ -181,7 +197,7 @@ class StoreWriter:
                 with self._io_lock:
                     now_s = time.time()
                     self._flush_locked(commit=now_s - self._last_commit_s >= self.commit_interval_s)
-                    if now_s - self._last_compact_s >= self.compact_interval_s:
+                    if not self.deferred_commits and now_s - self._last_compact_s >= self.compact_interval_s:
                         self._compact_locked(now_s)
             except Exception:  # the sidecar must keep running; the next tick retries
                 log.exception("store writer: flush/compaction failed in %s", self.location)
@@ -200,6 +216,7 @@ class StoreWriter:
                 self._stage_rows(table, rows)
         failed: Exception | None = None
         wrote = False
+        commit = commit and not self.deferred_commits
         for table, pending in self._pending.items():
             try:
                 self._upload(table, pending)
@@ -210,8 +227,11 @@ class StoreWriter:
                 self._bound(table, pending)
         if commit:
             self._last_commit_s = time.time()
+        if self.deferred_commits:
+            wrote = self._hand_over_staged()
         if self.location.is_local:
-            self._write_manifest()
+            if not self.deferred_commits:
+                self._write_manifest()
             if wrote:
                 self._write_replica_files(replicas)
         if failed is not None:
@@ -232,7 +252,8 @@ class StoreWriter:
         store_table = self._tables[table]
         while pending.parts:
             date_key, arrow, rows = pending.parts[0]
-            arrow = store_table.ensure_columns(arrow)
+            if not self.deferred_commits:  # deferred: the committer creates tables and columns
+                arrow = store_table.ensure_columns(arrow)
             pending.staged.append((store_table.write_file(arrow, date_key), rows))
             pending.parts.pop(0)
 
@@ -252,6 +273,57 @@ class StoreWriter:
             return self._commit_pending(table, pending)
         return True
 
+    def _hand_over_staged(self) -> bool:
+        """Deferred commits: this flush's uploaded files become one manifest for the committer."""
+        files = [PendingFile(t, data_file_of(a)) for t, p in self._pending.items() for a, _ in p.staged]
+        if not files:
+            return False
+        self._deferred_seq = max(self._deferred_seq + 1, time.time_ns() // 1000)
+        write_deferred_manifest(
+            self.location.path, self.app_id, self._deferred_seq, self.identity.replica, files
+        )
+        for pending in self._pending.values():
+            self.rows_written += sum(n for _, n in pending.staged)
+            pending.staged = []
+        return True
+
+    def commit_deferred(self) -> int:
+        """Committer side of deferred commits: commit every deferred manifest's files (one
+        append per table), delete the manifests, and take their replicas into this writer's
+        compaction. Only one process per store may do this. Returns the files committed."""
+        if not self.location.is_local:
+            return 0
+        with self._io_lock:
+            manifests = read_deferred_manifests(self.location.path)
+            if not manifests:
+                return 0
+            by_table: dict[str, list[DataFile]] = {}
+            for _, record in manifests:
+                for table, files in files_by_table(record).items():
+                    by_table.setdefault(table, []).extend(files)
+                replica = record.get("replica")
+                if replica:
+                    self._replicas.setdefault(replica, Identity(replica))
+            committed = sum(self._commit_files(table, files) for table, files in by_table.items())
+            for path, _ in manifests:  # only after the commit: a reader must never miss the rows
+                path.unlink(missing_ok=True)
+            return committed
+
+    def _commit_files(self, table: str, files: list[DataFile]) -> int:
+        """Append the files not yet in ``table`` that exist on disk; returns how many."""
+        store_table = self._tables.get(table)
+        if store_table is None or not files:
+            return 0
+        live_paths = {f.path for f in store_table.files()} if store_table.open() is not None else set()
+        table_dir = self.location.path / table
+        present = [f for f in files if f.path not in live_paths and (table_dir / f.path).is_file()]
+        if not present:
+            return 0
+        for file_schema in {pq.read_schema(table_dir / f.path) for f in present}:
+            store_table.ensure_columns(file_schema.empty_table())  # a deferred writer never created them
+        store_table.append([add_action_of(f) for f in present])
+        return len(present)
+
     def _write_manifest(self) -> None:
         files = [
             PendingFile(table, data_file_of(add)) for table, p in self._pending.items() for add in p.files()
@@ -261,30 +333,18 @@ class StoreWriter:
             self._manifest_written = bool(files)
 
     def _adopt_stale_manifests(self) -> None:
-        """Commit the pending files a dead writer of this replica left (see ``pending``)."""
+        """Commit the pending files a dead writer left (see ``pending``), whatever its replica:
+        on Modal every container is a new replica id, so waiting for the same replica to come
+        back would leave them to vacuum."""
         if not self.location.is_local:
             return
         for path, record, live in read_manifests(self.location.path):
-            if live or record.get("replica") != self.identity.replica:
+            if live:
                 continue
-            by_table: dict[str, list[DataFile]] = {}
-            for entry in record.get("files", []):
-                f = DataFile(**{k: v for k, v in entry.items() if k != "table"})
-                by_table.setdefault(entry["table"], []).append(f)
-            for table, files in by_table.items():
-                store_table = self._tables.get(table)
-                if store_table is None or store_table.open() is None:
-                    continue
-                live_paths = {f.path for f in store_table.files()}
-                table_dir = self.location.path / table
-                adds = [
-                    add_action_of(f)
-                    for f in files
-                    if f.path not in live_paths and (table_dir / f.path).is_file()
-                ]
-                if adds:
-                    store_table.append(adds)
-                    log.info("store writer: committed %d files a dead writer left in %s", len(adds), table)
+            for table, files in files_by_table(record).items():
+                adopted = self._commit_files(table, files)
+                if adopted:
+                    log.info("store writer: committed %d files a dead writer left in %s", adopted, table)
             path.unlink(missing_ok=True)
 
     def _bound(self, table: str, pending: _Pending) -> None:
@@ -295,6 +355,7 @@ class StoreWriter:
 
     def _compact_locked(self, now_s: float) -> CompactionStats:
         self._last_compact_s = now_s
+        self._adopt_stale_manifests()
         own = self._replicas or {self.identity.replica: self.identity}
         for replica in own:
             for store_table in self._tables.values():  # one snapshot update each; [] if missing

@@ -91,15 +91,22 @@ def test_in_flight_aggregates_ranks_as_the_catalog_does():
 
 
 @pytest.mark.slow
-def test_sigterm_drains_flushes_and_records_lifecycle_within_grace(tmp_path):
-    from enginescope.store import open_store
+@pytest.mark.parametrize("deferred", [False, True], ids=["own-commits", "watcher-commits"])
+def test_sigterm_drains_flushes_and_records_lifecycle_within_grace(tmp_path, deferred):
+    """``watcher-commits`` is the Modal Volume mode: the container only adds files and manifests
+    (two containers writing the same Delta log version on a Volume would keep one); the fleet
+    watcher's writer commits them, and then the store holds the same rows."""
+    from enginescope.collectors.model import Identity
+    from enginescope.deploy.watcher import _commit_containers
+    from enginescope.store import StoreWriter, open_store
 
     port, store, log = _free_port(), tmp_path / "store", tmp_path / "engine.log"
     engine = tmp_path / "fake_engine.py"
     engine.write_text(FAKE_ENGINE)
     cmd = [sys.executable, "-m", "enginescope.deploy.container", "--recipe", str(RECIPE), "--store", str(store),
            "--port", str(port), "--request-log-dir", str(tmp_path / "reqlog"),
-           "--engine-cmd", shlex.join([sys.executable, str(engine), str(port), str(FIXTURE), str(log)])]  # fmt: skip
+           "--engine-cmd", shlex.join([sys.executable, str(engine), str(port), str(FIXTURE), str(log)]),
+           *(["--deferred-commits"] if deferred else [])]  # fmt: skip
     env = {**os.environ, "MODAL_TASK_ID": "ta-test1", "MODAL_REGION": "us-east-1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -123,6 +130,12 @@ def test_sigterm_drains_flushes_and_records_lifecycle_within_grace(tmp_path):
     assert took_s < 30  # Modal's exit budget
     assert log.read_text().splitlines() == ["chat", "chat", "chat", "sigterm"]  # 3 warm-ups, then stopped
 
+    if deferred:
+        assert not list(store.glob("*/_delta_log"))  # the container never wrote a log
+        committer = StoreWriter(store, Identity("fleet-test"), background=False)
+        _commit_containers(committer, reload=None)
+        committer.close()
+        assert list(store.glob("events/_delta_log/*.json"))
     con = open_store(store)
     events = con.execute("select kind, replica, region, detail from events order by ts").fetchall()
     kinds = [k for k, _, _, _ in events]

@@ -1,6 +1,6 @@
 """The local freshness buffer: background flushes are visible to enginescope's views at once and
 to other engines at the next commit, never twice; a killed writer's pending files are committed
-by the next writer of its replica."""
+by the next writer of any replica; deferred writers (a shared volume) leave commits to one committer."""
 
 from __future__ import annotations
 
@@ -73,9 +73,56 @@ def test_dead_writers_pending_files_are_committed_by_the_next(tmp_path: Path) ->
     record["written_s"] -= STALE_S + 1  # as if the writer had been gone for STALE_S
     manifest.write_text(json.dumps(record))
     assert con.execute("SELECT count(*) FROM signals").fetchone()[0] == 0  # stale: not read
-    other = StoreWriter(tmp_path, Identity("rep-other"), background=False)
-    assert manifest.exists()  # only a writer of the same replica adopts it
-    other.close()
-    StoreWriter(tmp_path, Identity("rep-d"), background=False).close()
+    # Any replica's writer adopts it: on Modal a replica id never comes back (before: only rep-d's
+    # next writer did, so the rows were lost to vacuum).
+    StoreWriter(tmp_path, Identity("rep-other"), background=False).close()
     assert not manifest.exists() and _committed(tmp_path) == 50
     assert con.execute("SELECT count(*), count(DISTINCT ts) FROM signals").fetchone() == (50, 50)
+
+
+def test_a_live_writer_adopts_a_dead_writers_files_at_its_next_compaction(tmp_path: Path) -> None:
+    live = StoreWriter(tmp_path, Identity("rep-live"), background=False)
+    dead = StoreWriter(tmp_path, Identity("rep-dead"), background=False, commit_interval_s=3600)
+    dead.write(_batch("rep-dead", 0))
+    dead._flush_locked(commit=False)  # files written and listed, not committed; then the writer dies
+    (manifest,) = (tmp_path / FOLDER).glob("*.json")
+    record = json.loads(manifest.read_text())
+    record["written_s"] -= STALE_S + 1
+    manifest.write_text(json.dumps(record))
+    live.compact()
+    assert not manifest.exists() and _committed(tmp_path) == 10
+    live.close()
+
+
+def _deferred_writer(store: str, replica: str, batches: int) -> None:  # pragma: no cover - child
+    writer = StoreWriter(store, Identity(replica), flush_interval_s=0.05, deferred_commits=True)
+    for i in range(batches):
+        writer.write(_batch(replica, i))
+        time.sleep(0.06)
+    writer.close()
+
+
+def test_deferred_writers_never_touch_the_log_and_one_committer_commits_everything(tmp_path: Path) -> None:
+    """A Modal Volume has no atomic create: two containers committing version N would keep one
+    of them. Deferred writers only add files and immutable manifests; the committer commits."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["enginescope.store"])
+    replicas = ("rep-x", "rep-y", "rep-z")
+    procs = [ctx.Process(target=_deferred_writer, args=(str(tmp_path), r, 6)) for r in replicas]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    assert not list(tmp_path.glob("*/_delta_log"))  # no table created, no commit made by a writer
+    con = open_store(tmp_path)  # enginescope's views read the manifests meanwhile
+    assert con.execute("SELECT count(*), count(DISTINCT replica) FROM signals").fetchone() == (180, 3)
+    committer = StoreWriter(tmp_path, Identity("fleet-watcher"), background=False)
+    assert committer.commit_deferred() > 0
+    assert not list((tmp_path / FOLDER).rglob("*.json"))
+    assert _committed(tmp_path) == 180  # every engine that reads the log sees every row
+    committer.compact()  # the committer compacts the replicas it committed for
+    committer.close()
+    con = open_store(tmp_path)
+    assert con.execute("SELECT count(*), count(DISTINCT (replica, ts)) FROM signals").fetchone() == (180, 180)
+    assert _committed(tmp_path) == 180

@@ -294,7 +294,9 @@ class StoreWriter:
         if not self.location.is_local:
             return 0
         with self._io_lock:
-            manifests = read_deferred_manifests(self.location.path)
+            # A manifest whose files are not all visible yet (its container's Volume commit is
+            # still on the way) waits for the next round; deleting it would lose them.
+            manifests = [(p, r) for p, r in read_deferred_manifests(self.location.path) if self._complete(r)]
             if not manifests:
                 return 0
             by_table: dict[str, list[DataFile]] = {}
@@ -308,6 +310,12 @@ class StoreWriter:
             for path, _ in manifests:  # only after the commit: a reader must never miss the rows
                 path.unlink(missing_ok=True)
             return committed
+
+    def _complete(self, record: dict) -> bool:
+        root = self.location.path
+        return all(
+            (root / t / f.path).is_file() for t, files in files_by_table(record).items() for f in files
+        )
 
     def _commit_files(self, table: str, files: list[DataFile]) -> int:
         """Append the files not yet in ``table`` that exist on disk; returns how many."""

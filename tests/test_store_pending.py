@@ -126,3 +126,21 @@ def test_deferred_writers_never_touch_the_log_and_one_committer_commits_everythi
     con = open_store(tmp_path)
     assert con.execute("SELECT count(*), count(DISTINCT (replica, ts)) FROM signals").fetchone() == (180, 180)
     assert _committed(tmp_path) == 180
+
+
+def test_a_manifest_whose_files_are_not_visible_yet_waits_for_the_next_round(tmp_path: Path) -> None:
+    """On a Volume the manifest can arrive before a file it lists: committing the rest and
+    deleting the manifest would lose that file for good."""
+    writer = StoreWriter(tmp_path, Identity("rep-v"), background=False, deferred_commits=True)
+    writer.write(_batch("rep-v", 0))
+    writer.flush()
+    (manifest,) = (tmp_path / FOLDER).rglob("*.json")
+    (data,) = (tmp_path / "signals").rglob("*.parquet")
+    hidden = data.with_name("hidden")
+    data.rename(hidden)
+    committer = StoreWriter(tmp_path, Identity("fleet-c"), background=False)
+    assert committer.commit_deferred() == 0 and manifest.exists()
+    hidden.rename(data)
+    assert committer.commit_deferred() > 0 and not manifest.exists()
+    assert _committed(tmp_path) == 10
+    committer.close()

@@ -271,16 +271,17 @@ SELECT epoch(ts)::BIGINT AS t, replica, histogram_quantile(0.99, bounds, c) AS p
   FROM histograms_1m_in(to_timestamp($t0), to_timestamp($t1))
   WHERE signal = 'ttft_seconds' AND ts >= to_timestamp($t0) AND ts < to_timestamp($t1)
   GROUP BY ts, replica, bounds)"""
-# Over 30 days a group holds 12,000 rows: summing each bucket index with sum() is much faster
-# than sum_buckets (which folds the group's lists pairwise); same numbers.
+# The same per minute and replica straight from the rollup's partial rows: sum_buckets does the
+# finishing sum the histograms_1m view would do, in one GROUP BY instead of two (same numbers).
+PER_MINUTE_PARTIALS_SQL = PER_MINUTE_SQL.replace("histograms_1m_in(", "histograms_1m_partials_in(")
+# 30 days are 8.6M minute rows: grouping the partials by hour directly skips the view's per-minute
+# finishing GROUP BY over all of them (16 s -> 5.5 s here); the totals are the same.
 FLEET_SQL = """
-SELECT epoch(h)::BIGINT AS t, histogram_quantile(0.99, bounds, list(c ORDER BY i)) AS p99 FROM (
-  SELECT date_trunc('hour', ts) AS h, bounds, i, sum(counts[i]) AS c
-  FROM histograms_1m_in(to_timestamp($t0), to_timestamp($t1)),
-       range(1, 1 + len(bounds)) AS r(i)
+SELECT epoch(h)::BIGINT AS t, histogram_quantile(0.99, bounds, c) AS p99 FROM (
+  SELECT date_trunc('hour', ts) AS h, bounds, sum_buckets(counts) AS c
+  FROM histograms_1m_partials_in(to_timestamp($t0), to_timestamp($t1))
   WHERE signal = 'ttft_seconds' AND ts >= to_timestamp($t0) AND ts < to_timestamp($t1)
-  GROUP BY h, bounds, i)
-GROUP BY h, bounds"""
+  GROUP BY h, bounds)"""
 
 
 def _fetch(con, sql: str, params: dict) -> list[tuple]:
@@ -307,6 +308,14 @@ def compare(args: argparse.Namespace) -> None:
                     sum, zip(*(disk(store / t) for t in ("histograms", "histograms_1m")), strict=True)
                 )
             result[label] = {"bytes": size, "files": files, "bytes_per_sample": size / samples}
+    for table in ("histograms", "histograms_1m"):
+        log_dir = store / table / "_delta_log"
+        if log_dir.exists():
+            checkpoints = sorted(log_dir.glob("*.checkpoint.parquet"))
+            result[f"{table}_delta_log"] = {
+                "bytes": disk(log_dir)[0], "files": disk(log_dir)[1],
+                "latest_checkpoint_bytes": checkpoints[-1].stat().st_size if checkpoints else 0,
+            }  # fmt: skip
     print(json.dumps(result), flush=True)
     have_prom = tsdb.exists() and not args.store_only
     prom, base = start_prometheus(tsdb, args.work) if have_prom else (None, "")
@@ -315,6 +324,10 @@ def compare(args: argparse.Namespace) -> None:
         ("incident 1 h", PER_MINUTE_SQL, last_s - 3600 + STEP_S, last_s, 60,
          "histogram_quantile(0.99, sum by (le, replica) (rate(ttft_seconds_bucket[1m])))", 0),
         ("incident 24 h", PER_MINUTE_SQL, last_s - 86400 + STEP_S, last_s, 60,
+         "histogram_quantile(0.99, sum by (le, replica) (rate(ttft_seconds_bucket[1m])))", 0),
+        ("incident 1 h, partials", PER_MINUTE_PARTIALS_SQL, last_s - 3600 + STEP_S, last_s, 60,
+         "histogram_quantile(0.99, sum by (le, replica) (rate(ttft_seconds_bucket[1m])))", 0),
+        ("incident 24 h, partials", PER_MINUTE_PARTIALS_SQL, last_s - 86400 + STEP_S, last_s, 60,
          "histogram_quantile(0.99, sum by (le, replica) (rate(ttft_seconds_bucket[1m])))", 0),
         # Hour H holds rows H..H+59 min; increase over [1h] evaluated at H+59 min covers exactly them.
         # The first hour is left out: Prometheus has no sample before it to take the increase from.

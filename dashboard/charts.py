@@ -144,7 +144,9 @@ def _chart(title: str, unit: str, domain, layers: list[Spec], events: pd.DataFra
     if not events.empty:
         datasets["events"] = events
         layers = layers + _event_layers()
-    x_scale = {"domain": [domain[0].isoformat(), domain[1].isoformat()]}
+    # UTC on the axis as everywhere on the page (the browser's zone would shift it), 24-hour
+    # labels (Vega's default "%I:%M" printed 23:23 as 11:23).
+    x_scale = {"type": "utc", "domain": [domain[0].isoformat(), domain[1].isoformat()]}
     return {
         "title": {"text": title, "anchor": "start", "fontSize": 13},
         "height": HEIGHT_PX,
@@ -155,7 +157,7 @@ def _chart(title: str, unit: str, domain, layers: list[Spec], events: pd.DataFra
                 "type": "temporal",
                 "title": None,
                 "scale": x_scale,
-                "axis": {"labelOverlap": True, "tickCount": 8},
+                "axis": {"labelOverlap": True, "tickCount": 8, "format": "%H:%M", "formatType": "utc"},
             }
         },  # fmt: skip
         "layer": layers,
@@ -200,7 +202,13 @@ def _line_layer(rows: pd.DataFrame, scale: Spec, unit: str, fmt: str) -> Spec:
             "y": {"field": "value", "type": "quantitative", "title": unit},
             "color": {"field": "series", "type": "nominal", "scale": scale, "legend": None},
             "tooltip": [
-                {"field": "t", "type": "temporal", "title": "time (UTC)", "format": "%H:%M:%S"},
+                {
+                    "field": "t",
+                    "type": "temporal",
+                    "title": "time (UTC)",
+                    "format": "%H:%M:%S",
+                    "formatType": "utc",
+                },
                 {"field": "series", "type": "nominal", "title": "series"},
                 {"field": "value", "type": "quantitative", "title": unit, "format": fmt},
             ],
@@ -232,7 +240,7 @@ def _event_layers() -> list[Spec]:
     colour = {"field": "kind", "type": "nominal", "scale": _scale(EVENT_COLOURS), "legend": None}
     tooltip = [
         {"field": "n", "type": "quantitative", "title": "#"},
-        {"field": "t", "type": "temporal", "title": "time (UTC)", "format": "%H:%M:%S"},
+        {"field": "t", "type": "temporal", "title": "time (UTC)", "format": "%H:%M:%S", "formatType": "utc"},
         {"field": "kind", "type": "nominal", "title": "event"},
         {"field": "replica", "type": "nominal", "title": "replica"},
         {"field": "detail", "type": "nominal", "title": "detail"},
@@ -260,8 +268,8 @@ def _breach_layers(breaches: Sequence[tuple[pd.Timestamp, pd.Timestamp]]) -> lis
         "data": spans,
         "mark": {"type": "rect", "color": SLO_COLOUR, "opacity": 0.12},
         "encoding": {"x2": {"field": "t_end"}, "tooltip": [
-            {"field": "t", "type": "temporal", "title": "breach from", "format": "%H:%M:%S"},
-            {"field": "t_end", "type": "temporal", "title": "until", "format": "%H:%M:%S"}]},
+            {"field": "t", "type": "temporal", "title": "breach from", "format": "%H:%M:%S", "formatType": "utc"},
+            {"field": "t_end", "type": "temporal", "title": "until", "format": "%H:%M:%S", "formatType": "utc"}]},
     }]  # fmt: skip
 
 

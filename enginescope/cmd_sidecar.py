@@ -56,6 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--retention-days", type=float, help="delete this replica's data older than N days")
     parser.add_argument(
+        "--raw-retention-days",
+        type=float,
+        help="keep raw histograms/signals N days; older days answer from the minute rollups",
+    )
+    parser.add_argument(
         "--prom-listen", help="serve the enriched view on HOST:PORT/metrics (e.g. 127.0.0.1:19400)"
     )
     from enginescope.exporters.otlp import add_otlp_arguments
@@ -68,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
 
     _check_url(args.engine_url)
     _check_store(args.store)
+    for flag in ("retention_days", "raw_retention_days"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise CliError(f"--{flag.replace('_', '-')} must be > 0 days (got {value:g})")
     if args.interval_s <= 0:
         raise CliError(f"--interval-s must be > 0 (got {args.interval_s})")
     config = SidecarConfig(
@@ -84,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         nvml=_nvml(args.gpu),
         timeout_s=args.timeout_s,
         retention_days=args.retention_days,
+        raw_retention_days=args.raw_retention_days,
         extra_sinks=_extra_sinks(args),
     )
     sidecar = Sidecar(config)

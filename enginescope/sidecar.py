@@ -45,6 +45,7 @@ class SidecarConfig:
     timeout_s: float = 2.0
     flush_interval_s: float = 2.0
     retention_days: float | None = None  # None keeps everything
+    raw_retention_days: float | None = None  # raw tables with a minute rollup: None = retention_days
     extra_sinks: list[Any] = field(default_factory=list)  # Sinks (older flush/close ones are wrapped)
     ready_by: str = "health"  # who records engine_ready first: /health ("health") or the owner
     state_dir: Path | None = None  # default: <store>/state, or local_state_dir() for a URL store
@@ -88,6 +89,7 @@ class Sidecar:
             self.identity,
             flush_interval_s=config.flush_interval_s,
             retention_days=config.retention_days,
+            raw_retention_days=config.raw_retention_days,
             deferred_commits=config.deferred_commits,
         )
         self.sinks: list[Sink] = [as_sink(s) for s in (store, *config.extra_sinks)]

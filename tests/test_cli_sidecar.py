@@ -54,6 +54,10 @@ def test_sigterm_flushes_and_exits_zero(tmp_path: Path) -> None:
         ),
         (["--engine-url", "http://127.0.0.1:9", "--store", "/proc/enginescope-store"], "is not writable"),
         (["--engine-url", "http://127.0.0.1:9", "--interval-s", "0"], "--interval-s must be > 0"),
+        (
+            ["--engine-url", "http://127.0.0.1:9", "--raw-retention-days", "0"],
+            "--raw-retention-days must be > 0",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:

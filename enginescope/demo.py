@@ -2,20 +2,25 @@
 
 One asyncio process holds every simulated engine (each on its own loopback port), the fleet
 and autoscaler, the router and the load generator; each replica's sidecar scrapes its engine
-over HTTP from a thread and writes the shared store. Ground truth per request goes to
-``<store>/groundtruth/<replica>.jsonl`` so tests can check what the store reconstructs, and the
-load generator's client-side records to ``<store>/loadgen/requests.jsonl``.
+over HTTP from a thread and writes the shared store: a local folder or an object-store URL
+(``s3://bucket/prefix``, credentials from the standard AWS environment variables). What is not a
+store table goes to a local working folder ``<work>`` (``DemoOptions.work_dir``; default the store
+folder, so a local store holds everything): ground truth per request in
+``<work>/groundtruth/<replica>.jsonl`` so tests can check what the store reconstructs, SGLang's
+simulated per-request export in ``<work>/requestlog/<replica>/`` (the sidecars tail it; their
+tailer state in ``<work>/state/``), and the load generator's client-side records in
+``<work>/loadgen/requests.jsonl``.
 
 With a recipe the fleet runs the recipe's simulation profile and autoscaling (the scenario's load
 rescaled to that profile, the cold start compressed for the demo) and the recipe is copied to
-``<store>/recipe.toml`` so its SLOs travel with the store.
+``<work>/recipe.toml`` so its SLOs travel with a local store.
 
 A scenario with a prelude (spec-drift) first plays its history on earlier replicas in virtual
 time (``enginescope.simfleet.prelude``) while the demo's own replicas cold-start; the history's
 per-request export reaches the store through the sidecar's request-log tailer before the story
 begins. With speculative decoding the demo runs the product's drift monitor over the store
 (``enginescope.spec_monitor``: a ``spec_acceptance_drift`` event per drop, recorded by the fleet)
-and at the end writes ``enginescope spec-report``'s dataset to ``<store>/spec-report/``.
+and at the end writes ``enginescope spec-report``'s dataset to ``<work>/spec-report/``.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from enginescope.collectors.model import EventRow
 from enginescope.loadgen.generator import LoadConfig, LoadGenerator, RequestResult, write_results
 from enginescope.simfleet import prelude as prelude_play
 from enginescope.simfleet.autoscaler import AutoscalerConfig
-from enginescope.simfleet.fleet import Fleet, FleetConfig
+from enginescope.simfleet.fleet import Fleet, FleetConfig, local_work_dir
 from enginescope.simfleet.profile import profile_for_recipe
 from enginescope.simfleet.scenarios import (
     DEMO_MAX_COLD_START_S,
@@ -47,18 +52,19 @@ from enginescope.simfleet.scenarios import (
     get_scenario,
 )
 from enginescope.spec_monitor import SpecDriftMonitor
+from enginescope.store.location import store_location
 
 # Headless runs stop arrivals this long before the end so requests finish before the final scrape.
 _TAIL_S = 8.0
 _COLD_START_GRACE_S = 30.0
 # The drift monitor checks this often (its tests run at step_s boundaries; a check finds the new ones).
 _DRIFT_CHECK_S = 15.0
-SPEC_REPORT_DIR = "spec-report"  # under the store: enginescope spec-report's dataset
+SPEC_REPORT_DIR = "spec-report"  # under the work folder: enginescope spec-report's dataset
 
 
 @dataclass
 class DemoOptions:
-    store_dir: Path
+    store_dir: Path | str  # a folder or an object-store URL (s3://bucket/prefix)
     scenario: str = "spike"
     duration_s: float | None = None  # None: until cancelled (Ctrl-C)
     base_port: int = 0
@@ -67,6 +73,16 @@ class DemoOptions:
     print_fn: Callable[[str], None] = print
     recipe: Any | None = None  # enginescope.recipes.schema.Recipe: its profile, autoscaling and SLOs
     max_cold_start_s: float = DEMO_MAX_COLD_START_S  # recipe profiles only
+    # Local folder for what is not a store table (ground truth, request logs, ...); None: the
+    # store folder. A URL store needs one.
+    work_dir: Path | None = None
+
+    @property
+    def work(self) -> Path:
+        """The local working folder (``work_dir``, else the store folder)."""
+        work = local_work_dir(self.store_dir, self.work_dir)
+        assert work is not None
+        return work
 
 
 @dataclass
@@ -78,6 +94,7 @@ class DemoResult:
     prelude_replicas: list[str] = field(default_factory=list)  # earlier replicas (virtual time)
     drifts: list[Any] = field(default_factory=list)  # views.spec_drift.Drift the monitor recorded
     spec_report: Path | None = None  # enginescope spec-report's dataset, when the demo wrote one
+    work_dir: Path | None = None  # the local working folder (ground truth, request logs, loadgen)
 
 
 class _Progress:
@@ -93,9 +110,11 @@ async def run_demo(options: DemoOptions) -> DemoResult:
     progress = _Progress(options.print_fn)
     scenario = _scenario(options, progress)
     fleet = Fleet(_fleet_config(scenario, options), on_change=progress)
-    result = DemoResult(scenario.name)
+    result = DemoResult(scenario.name, work_dir=options.work)
     progress(f"scenario {scenario.name}: {scenario.summary}")
     progress(f"store: {options.store_dir}")
+    if not _work_is_store(options):
+        progress(f"work dir: {options.work} (ground truth, request logs, load generator records)")
     monitor = _drift_monitor(scenario, fleet, options)
     try:
         started_s = time.time()
@@ -123,9 +142,11 @@ async def run_demo(options: DemoOptions) -> DemoResult:
             result.drifts = list(monitor.drifts)
         progress("stopping: final scrape and flush of every sidecar")
         await fleet.stop()
-        write_results(result.results, options.store_dir / "loadgen" / "requests.jsonl")
+        write_results(result.results, options.work / "loadgen" / "requests.jsonl")
         if monitor is not None:
-            result.spec_report = await asyncio.to_thread(_spec_report, options.store_dir, progress)
+            result.spec_report = await asyncio.to_thread(
+                _spec_report, options.store_dir, options.work / SPEC_REPORT_DIR, progress
+            )
         progress("stopped")
     return result
 
@@ -155,9 +176,15 @@ async def _prelude(
         end_s=end_s,
         store_dir=options.store_dir,
         seed=options.seed,
+        work_dir=options.work,
     )
     stored = await asyncio.to_thread(
-        prelude_play.ingest, run, options.store_dir, fleet.config.store_request_params, time.time()
+        prelude_play.ingest,
+        run,
+        options.store_dir,
+        fleet.config.store_request_params,
+        time.time(),
+        options.work,
     )
     for ts_s, detail in run.annotations:
         fleet.annotate(detail, ts_s=ts_s, replica_count=prelude.replicas)
@@ -225,8 +252,9 @@ def _scenario(options: DemoOptions, progress: Callable[[str], None]) -> Scenario
         return scenario
     autoscaler = AutoscalerConfig(**recipe.autoscaling.simfleet_kwargs())
     scenario, derived = for_recipe(scenario, profile_for_recipe(recipe), autoscaler, options.max_cold_start_s)
-    options.store_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(recipe.path, options.store_dir / "recipe.toml")  # SLOs travel with the store
+    work = options.work
+    work.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(recipe.path, work / "recipe.toml")  # SLOs travel with a local store
     slo = recipe.slo
     cold = f"cold start {derived.cold_start_s:.0f}s"
     if derived.demo_cold_start_s < derived.cold_start_s:
@@ -236,9 +264,19 @@ def _scenario(options: DemoOptions, progress: Callable[[str], None]) -> Scenario
         f"serves ~{derived.capacity_rps:.1f} req/s at target concurrency {autoscaler.target_inputs}"
     )
     progress(
-        f"SLO p95: TTFT {slo.ttft_p95_s:g}s, ITL {slo.itl_p95_s:g}s, e2e {slo.e2e_p95_s:g}s (recipe.toml in the store)"
+        f"SLO p95: TTFT {slo.ttft_p95_s:g}s, ITL {slo.itl_p95_s:g}s, e2e {slo.e2e_p95_s:g}s (recipe.toml in {_where(options)})"
     )
     return scenario
+
+
+def _where(options: DemoOptions) -> str:
+    return "the store" if _work_is_store(options) else "the work dir"
+
+
+def _work_is_store(options: DemoOptions) -> bool:
+    """The work folder is the store folder (a local store without a separate work_dir)."""
+    location = store_location(options.store_dir)
+    return location.is_local and options.work.resolve() == location.path
 
 
 def _story_budget(options: DemoOptions, fleet: Fleet) -> float | None:
@@ -291,15 +329,14 @@ def _drift_monitor(scenario: Scenario, fleet: Fleet, options: DemoOptions) -> Sp
     return SpecDriftMonitor(options.store_dir, emit=emit)
 
 
-def _spec_report(store_dir: Path, progress: Callable[[str], None]) -> Path | None:
-    """``enginescope spec-report --store STORE --out STORE/spec-report --force``, as a user would."""
+def _spec_report(store: Path | str, out: Path, progress: Callable[[str], None]) -> Path | None:
+    """``enginescope spec-report --store STORE --out WORK/spec-report --force``, as a user would."""
     from enginescope import cmd_spec_report
     from enginescope.cli import CliError
 
-    out = store_dir / SPEC_REPORT_DIR
     parser = argparse.ArgumentParser()
     cmd_spec_report.add_arguments(parser)
-    args = parser.parse_args(["--store", str(store_dir), "--out", str(out), "--force"])
+    args = parser.parse_args(["--store", str(store), "--out", str(out), "--force"])
     try:
         with contextlib.redirect_stdout(io.StringIO()) as summary:
             cmd_spec_report.run(args)
@@ -321,6 +358,7 @@ def _fleet_config(scenario: Scenario, options: DemoOptions) -> FleetConfig:
         profile=scenario.profile,
         autoscaler=scenario.autoscaler,
         store_dir=options.store_dir,
+        work_dir=options.work,
         base_port=options.base_port,
         scrape_interval_s=options.scrape_interval_s,
         gpu_spec=gpu_spec,

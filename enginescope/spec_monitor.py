@@ -9,7 +9,8 @@ Wiring (the demo's fleet loop, a sidecar, or a cron job)::
 
 ``emit`` receives an ``EventRow``; ``sink_emitter(sink, identity)`` writes it through any Sink
 (e.g. the fleet pseudo-replica's StoreWriter). Events already in the store suppress repeats,
-so restarting the monitor does not record a drift twice.
+so restarting the monitor does not record a drift twice. ``store_dir`` is a folder or an
+object-store URL (``s3://bucket/prefix``, credentials from the AWS environment variables).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class SpecDriftMonitor:
         clock: Callable[[], float] = time.time,
         since_s: float | None = None,
     ) -> None:
-        self.store_dir = Path(store_dir)
+        # A folder or an object-store URL (s3://bucket/prefix): open_store takes both as given.
+        self.store_dir = store_dir
         self.emit = emit
         self.config = config or DriftConfig()
         self.clock = clock

@@ -2,7 +2,10 @@
 
 Each replica gets a Modal-like identity (``ta-<ULID>`` task id, region, cloud provider, GPU
 type), its own loopback port and, when a store is configured, its own production
-:class:`enginescope.sidecar.Sidecar` scraping it over HTTP from a thread. The sidecar records
+:class:`enginescope.sidecar.Sidecar` scraping it over HTTP from a thread. The store is a folder
+or an object-store URL (``s3://bucket/prefix``); what is not a store table (ground truth, the
+simulated per-request export the sidecars tail, their tailer state) goes to a local working
+folder, ``FleetConfig.work_dir`` (default: the store folder). The sidecar records
 the container lifecycle (``container_started``, ``engine_ready``, ``draining``,
 ``container_stopped``); the fleet itself writes ``scale_up``/``scale_down`` (and scenario
 annotations) through a StoreWriter whose identity is ``replica="fleet"``.
@@ -92,7 +95,9 @@ class Replica:
 class FleetConfig:
     profile: EngineProfile
     autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
-    store_dir: Path | None = None  # None: no sidecars, no store (``enginescope simulate``)
+    store_dir: Path | str | None = None  # None: no sidecars, no store (``enginescope simulate``)
+    # Local folder for groundtruth/, requestlog/ and state/; None: the store folder (needed for a URL store).
+    work_dir: Path | None = None
     host: str = "127.0.0.1"
     base_port: int = 0  # 0: any free port; else replica k gets base_port + k
     scrape_interval_s: float = 1.0
@@ -104,7 +109,7 @@ class FleetConfig:
     simulate_gpus: bool = True  # one SimulatedNvml per replica, fed to its sidecar
     gpu_spec: Any | None = None  # enginescope.simfleet.nvml.SimGpuSpec override (e.g. fast thermals)
     seed: int = 0
-    # Each SGLang engine writes its per-request export to <store>/requestlog/<replica>/ and its
+    # Each SGLang engine writes its per-request export to <work>/requestlog/<replica>/ and its
     # sidecar tails it into the ``requests`` table (exact quantiles, slowest requests); vLLM has none.
     request_log: bool = True
     # Keep the non-content request parameters (custom_labels: the traffic class) in requests.params.
@@ -130,6 +135,7 @@ class Fleet:
         self._rng = random.Random(config.seed)
         self._ports_used = 0
         self._control_task: asyncio.Task[None] | None = None
+        self.work_dir = local_work_dir(config.store_dir, config.work_dir)
         self._events = self._events_writer()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -308,8 +314,8 @@ class Fleet:
         """Container start: the engine process begins its cold start, its port opens."""
         identity = self._identity()
         groundtruth = None
-        if self.config.store_dir is not None:
-            groundtruth = GroundTruth(self.config.store_dir / "groundtruth" / f"{identity.replica}.jsonl")
+        if self.work_dir is not None:
+            groundtruth = GroundTruth(self.work_dir / "groundtruth" / f"{identity.replica}.jsonl")
         engine = SimEngine(
             self.config.profile,
             name=identity.replica,
@@ -331,13 +337,9 @@ class Fleet:
 
     def _request_log_dir(self, replica: str) -> Path | None:
         """SGLang's export folder; None for vLLM, which writes no per-request file (docs/simulator.md)."""
-        if (
-            self.config.store_dir is None
-            or not self.config.request_log
-            or self.config.profile.engine != "sglang"
-        ):
+        if self.work_dir is None or not self.config.request_log or self.config.profile.engine != "sglang":
             return None
-        return self.config.store_dir / "requestlog" / replica
+        return self.work_dir / "requestlog" / replica
 
     def _nvml(self, replica: Replica) -> Any:
         from enginescope.simfleet.nvml import SimGpuSpec, SimulatedNvml
@@ -356,6 +358,7 @@ class Fleet:
         config = SidecarConfig(
             engine_url=replica.base_url,
             store_dir=self.config.store_dir,  # type: ignore[arg-type]
+            state_dir=self.work_dir / "state" if self.work_dir is not None else None,
             interval_s=self.config.scrape_interval_s,
             engine=self.config.profile.engine,
             replica=identity.replica,
@@ -396,6 +399,25 @@ class Fleet:
 
     def _identity(self) -> Identity:
         return replica_identity(self.config.profile, self._rng, time.time())
+
+
+def local_work_dir(store: Path | str | None, work_dir: Path | None = None) -> Path | None:
+    """The local folder for a fleet's files that are not store tables: ``work_dir``, else the
+    store folder; None without a store. A URL store (``s3://...``) needs a ``work_dir``."""
+    if store is None:
+        return None
+    if work_dir is not None:
+        return Path(work_dir)
+    if isinstance(store, Path):
+        return store
+    from enginescope.store.location import store_location
+
+    location = store_location(store)
+    if not location.is_local:
+        raise ValueError(
+            f"store {location.root} is not a local folder: give a local work_dir for the fleet's files"
+        )
+    return location.path
 
 
 def replica_identity(profile: EngineProfile, rng: random.Random, started_s: float) -> Identity:

@@ -12,9 +12,10 @@ virtual time by the same production pieces, minus HTTP:
 * every ``Prelude.scrape_interval_s`` the engine's ``/metrics`` body (as the sidecar asks for it)
   goes through the sidecar's ``Normaliser`` (samples, histograms, signals, series), and its
   simulated GPUs (``SimulatedNvml`` on the virtual clock) through the production ``GpuSource``;
-* SGLang's per-request export is written to ``<store>/requestlog/<replica>/`` (ground truth to
-  ``<store>/groundtruth/<replica>.jsonl``) and :func:`ingest` reads it with the sidecar's own
-  request-log tailer.
+* SGLang's per-request export is written to ``<work>/requestlog/<replica>/`` (ground truth to
+  ``<work>/groundtruth/<replica>.jsonl``) and :func:`ingest` reads it with the sidecar's own
+  request-log tailer (its state under ``<work>/state/``). ``<work>`` is the local working folder
+  (``work_dir``, default the store folder; a URL store such as ``s3://bucket/prefix`` needs one).
 
 :func:`ingest` writes all of it, with each replica's lifecycle events, through a StoreWriter
 (sources -> sink -> store, as their sidecars would have). The history is scraped every 5 s of
@@ -36,7 +37,7 @@ from enginescope.collectors.normalise import Normaliser
 from enginescope.loadgen.generator import RequestMix, next_arrival_s
 from enginescope.simfleet.engine import EngineUnavailable, SimEngine
 from enginescope.simfleet.exposition import render
-from enginescope.simfleet.fleet import gpu_uuid, replica_identity
+from enginescope.simfleet.fleet import gpu_uuid, local_work_dir, replica_identity
 from enginescope.simfleet.groundtruth import GroundTruth
 from enginescope.simfleet.nvml import SimGpuSpec, SimulatedNvml
 from enginescope.simfleet.profile import EngineProfile
@@ -137,10 +138,15 @@ def play(
     class_accept_lengths: dict[tuple[str, str], float],
     *,
     end_s: float,
-    store_dir: Path | None = None,
+    store_dir: Path | str | None = None,
     seed: int = 0,
+    work_dir: Path | None = None,
 ) -> PreludeRun:
-    """Play ``prelude`` so that it ends at epoch ``end_s``; returns the run (engines closed)."""
+    """Play ``prelude`` so that it ends at epoch ``end_s``; returns the run (engines closed).
+
+    With a store, the replicas' per-request export and ground truth go under ``work_dir``
+    (default: the store folder) and their scrapes are kept for :func:`ingest`."""
+    work = local_work_dir(store_dir, work_dir)
     rng = random.Random(f"prelude-{seed}")
     start_s = end_s - prelude.duration_s
     boot_s = profile.startup_total_s
@@ -148,7 +154,7 @@ def play(
         start_s, end_s, prelude.drain_s, prelude.scrape_interval_s, [], dict(class_accept_lengths)
     )
     for _ in range(prelude.replicas):
-        run.replicas.append(_replica(profile, rng, start_s - boot_s, store_dir))
+        run.replicas.append(_replica(profile, rng, start_s - boot_s, work))
     for replica in run.replicas:
         for (label, value), accept_length in run.class_accept_lengths.items():
             replica.engine.set_class_accept_length(label, value, accept_length)
@@ -190,15 +196,15 @@ def play(
 
 
 def _replica(
-    profile: EngineProfile, rng: random.Random, started_s: float, store_dir: Path | None
+    profile: EngineProfile, rng: random.Random, started_s: float, work_dir: Path | None
 ) -> PreludeReplica:
     identity = replica_identity(profile, rng, started_s)
     name = identity.replica
     export_dir = groundtruth = None
-    if store_dir is not None:
+    if work_dir is not None:
         if profile.engine == "sglang":  # vLLM writes no per-request export
-            export_dir = store_dir / "requestlog" / name
-        groundtruth = GroundTruth(store_dir / "groundtruth" / f"{name}.jsonl")
+            export_dir = work_dir / "requestlog" / name
+        groundtruth = GroundTruth(work_dir / "groundtruth" / f"{name}.jsonl")
     engine = SimEngine(profile, name=name, seed=rng.getrandbits(32), export_dir=export_dir,
                        groundtruth=groundtruth)  # fmt: skip
     engine.epoch_offset_s = started_s  # virtual t = 0 is the container start
@@ -239,9 +245,12 @@ def _submit(run: PreludeRun, mix: RequestMix, rng: random.Random) -> None:
     run.submitted += 1
 
 
-def ingest(run: PreludeRun, store_dir: Path, store_params: bool, now_s: float) -> int:
-    """Load each earlier replica's per-request export into the store with the sidecar's tailer,
-    plus its lifecycle events; returns the number of requests stored."""
+def ingest(
+    run: PreludeRun, store_dir: Path | str, store_params: bool, now_s: float, work_dir: Path | None = None
+) -> int:
+    """Load each earlier replica's per-request export into the store (a folder or a URL) with the
+    sidecar's tailer (its state under ``work_dir``, default the store folder), plus its lifecycle
+    events; returns the number of requests stored."""
     from enginescope.collectors.requestlog import RequestLogTailer, default_state_path
     from enginescope.store import StoreWriter
 
@@ -254,7 +263,9 @@ def ingest(run: PreludeRun, store_dir: Path, store_params: bool, now_s: float) -
             for batch in replica.sidecar.batches if replica.sidecar is not None else ():
                 writer.write(batch)
             if replica.export_dir is not None:
-                state = default_state_path(store_dir, identity.replica)
+                work = local_work_dir(store_dir, work_dir)
+                assert work is not None
+                state = default_state_path(work, identity.replica)
                 tailer = RequestLogTailer(
                     replica.export_dir, state, store_params=store_params, identity=identity
                 )

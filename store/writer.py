@@ -124,6 +124,7 @@ class StoreWriter:
         self._last_vacuum_s = time.time()
         self._last_version = 0
         self._manifest_written = False
+        self._manifest_entries: dict[str, dict] = {}  # add path -> manifest entry
         self._closed = False
         self._thread: threading.Thread | None = None
         if not deferred_commits:
@@ -333,9 +334,17 @@ class StoreWriter:
         return len(present)
 
     def _write_manifest(self) -> None:
-        files = [
-            PendingFile(table, data_file_of(add)) for table, p in self._pending.items() for add in p.files()
-        ]
+        # Entries are built once per file (stats parsed once), not on every flush's rewrite.
+        cache, files = self._manifest_entries, []
+        for table, pending in self._pending.items():
+            for add in pending.files():
+                entry = cache.get(add.path)
+                if entry is None:
+                    entry = cache[add.path] = PendingFile(table, data_file_of(add)).entry()
+                files.append(entry)
+        if len(cache) > len(files):
+            live = {entry["path"] for entry in files}
+            self._manifest_entries = {path: e for path, e in cache.items() if path in live}
         if files or self._manifest_written:
             write_manifest(self.location.path, self.app_id, self.identity.replica, files)
             self._manifest_written = bool(files)

@@ -61,6 +61,11 @@ def write_manifest(store: Path, writer_id: str, replica: str, files: list[Pendin
     if not files:
         path.unlink(missing_ok=True)
         return
+    _write_record(path, replica, files)
+
+
+def _write_record(path: Path, replica: str, files: list[PendingFile] | list[dict]) -> None:
+    """The manifest at ``path``, whole or not at all (temp file + rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "replica": replica,
@@ -95,17 +100,8 @@ def write_deferred_manifest(
     store: Path, writer_id: str, seq: int, replica: str, files: list[PendingFile]
 ) -> Path:
     """One flush's files for the committer: a new, never rewritten file (temp file + rename)."""
-    folder = store / FOLDER / DEFERRED / urllib.parse.quote(writer_id, safe="")
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{seq:012d}.json"
-    record = {
-        "replica": replica,
-        "written_s": time.time(),
-        "files": [p if isinstance(p, dict) else p.entry() for p in files],
-    }
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
+    path = store / FOLDER / DEFERRED / urllib.parse.quote(writer_id, safe="") / f"{seq:012d}.json"
+    _write_record(path, replica, files)
     return path
 
 

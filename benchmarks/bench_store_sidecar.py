@@ -42,8 +42,9 @@ sys.path.insert(0, {old_root!r})
 variant, url, store, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 import enginescope.store as store_pkg
 if variant == "old":
-    import oldstore
-    store_pkg.StoreWriter = oldstore.StoreWriter  # what the Sidecar's composition root imports
+    import inspect, oldstore
+    accepted = inspect.signature(oldstore.StoreWriter).parameters  # newer options are left out
+    store_pkg.StoreWriter = lambda *a, **k: oldstore.StoreWriter(*a, **{{n: v for n, v in k.items() if n in accepted}})
 from pathlib import Path
 from enginescope.sidecar import Sidecar, SidecarConfig
 sidecar = Sidecar(SidecarConfig(engine_url=url, store_dir=Path(store), replica="bench", engine="sglang"))

@@ -145,8 +145,10 @@ def _chart(title: str, unit: str, domain, layers: list[Spec], events: pd.DataFra
         datasets["events"] = events
         layers = layers + _event_layers()
     # UTC on the axis as everywhere on the page (the browser's zone would shift it), 24-hour
-    # labels (Vega's default "%I:%M" printed 23:23 as 11:23).
+    # labels (Vega's default "%I:%M" printed 23:23 as 11:23). A labelExpr, because this Vega-Lite
+    # ignores an axis "format" with "formatType": "utc" (checked by rendering with vl-convert).
     x_scale = {"type": "utc", "domain": [domain[0].isoformat(), domain[1].isoformat()]}
+    x_labels = f"utcFormat(datum.value, '{time_label_format(domain)}')"
     return {
         "title": {"text": title, "anchor": "start", "fontSize": 13},
         "height": HEIGHT_PX,
@@ -157,13 +159,21 @@ def _chart(title: str, unit: str, domain, layers: list[Spec], events: pd.DataFra
                 "type": "temporal",
                 "title": None,
                 "scale": x_scale,
-                "axis": {"labelOverlap": True, "tickCount": 8, "format": "%H:%M", "formatType": "utc"},
+                "axis": {"labelOverlap": True, "tickCount": 8, "labelExpr": x_labels},
             }
         },  # fmt: skip
         "layer": layers,
         "resolve": {"scale": {"color": "independent"}},
         "config": {"axisY": {"titleFontWeight": "normal"}, "view": {"stroke": "#dddddd"}},
     }
+
+
+def time_label_format(domain: tuple[pd.Timestamp, pd.Timestamp]) -> str:
+    """Seconds in windows of up to 10 min, the date in windows over two days."""
+    span_s = (pd.Timestamp(domain[1]) - pd.Timestamp(domain[0])).total_seconds()
+    if span_s <= 600:
+        return "%H:%M:%S"
+    return "%H:%M" if span_s <= 2 * 86400 else "%m-%d %H:%M"
 
 
 BRUSH = "brush"  # the x-interval selection every time-series chart carries

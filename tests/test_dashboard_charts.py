@@ -31,7 +31,9 @@ def test_time_axis_and_tooltips_are_utc_24_hour() -> None:
     spec = charts.latency_chart(latency, panel, domain, charts.numbered_events(events, domain))
     x = spec["encoding"]["x"]
     assert x["scale"]["type"] == "utc"
-    assert x["axis"]["format"] == "%H:%M" and x["axis"]["formatType"] == "utc"
+    assert x["axis"]["labelExpr"] == "utcFormat(datum.value, '%H:%M:%S')"  # a 4 min window
+    assert charts.time_label_format((t0, t0 + pd.Timedelta(hours=24))) == "%H:%M"
+    assert charts.time_label_format((t0, t0 + pd.Timedelta(days=7))) == "%m-%d %H:%M"
     temporal = _temporal_encodings(spec["layer"], [])
     assert temporal and all(enc.get("formatType") == "utc" for enc in temporal if "format" in enc)
 
@@ -60,3 +62,26 @@ def test_a_brush_selection_becomes_the_pages_custom_window() -> None:
     state.range, state.t0, state.t1 = "custom", lo.to_pydatetime(), hi.to_pydatetime()
     again = ViewState.from_params(state.to_params(), {})
     assert (again.range, again.t0, again.t1) == ("custom", lo.to_pydatetime(), hi.to_pydatetime())
+
+
+def test_rendered_axis_labels_are_utc_24_hour() -> None:
+    """Rendered by Vega-Lite itself (vl-convert): an axis "format" with "formatType": "utc" was
+    silently ignored, so the spec-level test above passed while the page still said 12:33."""
+    import json
+    import re
+
+    import vl_convert  # a test dependency (pyproject [test])
+
+    t0 = pd.Timestamp("2026-12-08 00:32:29", tz="UTC")
+    ts = pd.date_range(t0, periods=60, freq="1s")
+    latency = pd.DataFrame({"t": ts, "replica": "fleet", "p50": 0.1, "p95": 0.2, "p99": 0.3})
+    panel = next(p for p in INCIDENT_PANELS if p.id == "ttft")
+    spec = charts.latency_chart(latency, panel, (ts[0], ts[-1]), pd.DataFrame(), slo_s=0.25)
+    spec["datasets"] = {
+        name: json.loads(frame.to_json(orient="records", date_format="iso"))
+        for name, frame in spec["datasets"].items()
+    }
+    spec["width"] = 500
+    texts = re.findall(r"<text[^>]*>([^<]+)</text>", vl_convert.vegalite_to_svg(spec))
+    times = [t for t in texts if ":" in t]
+    assert times and all(re.fullmatch(r"00:3[23]:\d\d", t) for t in times), times

@@ -25,7 +25,7 @@ QUANTILE_COLOURS = {"p50": "#2ca02c", "p95": "#ff7f0e", "p99": "#d62728"}
 EVENT_COLOURS = {
     "scale_up": "#2ca02c", "scale_down": "#9467bd", "container_started": "#17becf",
     "engine_ready": "#1f77b4", "container_stopped": "#7f7f7f", "engine_restart": "#d62728",
-    "gpu_xid": "#8c564b", "gpu_throttle": "#e377c2", "scenario": "#bcbd22",
+    "gpu_xid": "#8c564b", "gpu_throttle": "#e377c2", "scenario": "#bcbd22", "spec_acceptance_drift": "#ff7f0e",
 }  # fmt: skip
 SLO_COLOUR = "#d62728"
 HEIGHT_PX = 190

@@ -131,6 +131,7 @@ MARKER_EVENT_KINDS: tuple[str, ...] = (
     "engine_restart",
     "gpu_xid",
     "gpu_throttle",
+    "spec_acceptance_drift",  # costs throughput before latency shows it: the status strip names it
     "scenario",
 )
 

@@ -89,6 +89,54 @@ def signal(name: str) -> Signal:
         raise KeyError(f"unknown signal {name!r}; known: {', '.join(SIGNALS)}") from None
 
 
+# --- OpenTelemetry names ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OtelNaming:
+    """A signal's OTel instrument: a semantic-convention name where one exists (v1.41.0: GenAI
+    server metrics), else ``enginescope.*`` without units in the name; fixed attributes; whether
+    the GenAI request attributes (operation, provider, model) apply."""
+
+    name: str
+    attributes: tuple[tuple[str, str], ...] = ()
+    genai: bool = False
+
+
+# GPU-scope signals are per-replica aggregates of the per-device ``hw.*`` series, which the OTLP
+# exporter names itself; they are not exported as signals.
+OTEL_NAMES: dict[str, OtelNaming] = {
+    "ttft_seconds": OtelNaming("gen_ai.server.time_to_first_token", genai=True),
+    "tpot_seconds": OtelNaming("gen_ai.server.time_per_output_token", genai=True),
+    "e2e_seconds": OtelNaming("gen_ai.server.request.duration", genai=True),
+    # No convention: ITL is per output chunk, TPOT per request (SGLang metrics_collector.py).
+    "itl_seconds": OtelNaming("enginescope.inter_token_latency", genai=True),
+    "queue_time_seconds": OtelNaming("enginescope.queue.time", genai=True),
+    "queue_depth": OtelNaming("enginescope.queue.depth"),
+    "running_requests": OtelNaming("enginescope.requests.running"),
+    "kv_usage_ratio": OtelNaming("enginescope.kv_cache.usage"),
+    "cache_hit_ratio": OtelNaming("enginescope.prefix_cache.hit_ratio"),
+    "spec_accept_length": OtelNaming("enginescope.spec_decode.accept_length"),
+    "spec_accept_rate": OtelNaming("enginescope.spec_decode.accept_rate"),
+    "gen_throughput_tps": OtelNaming("enginescope.generation.throughput"),
+    "startup_seconds": OtelNaming("enginescope.engine.startup.duration"),
+    "weight_load_seconds": OtelNaming("enginescope.engine.weight_load.duration"),
+    "engine_up": OtelNaming("enginescope.engine.up"),
+    "prompt_tokens": OtelNaming("enginescope.tokens", (("gen_ai.token.type", "input"),)),
+    "generation_tokens": OtelNaming("enginescope.tokens", (("gen_ai.token.type", "output"),)),
+    "cached_tokens": OtelNaming("enginescope.tokens.cached"),
+    "requests_finished": OtelNaming("enginescope.requests.finished"),
+    "requests_aborted": OtelNaming("enginescope.requests.aborted"),
+    "retractions": OtelNaming("enginescope.requests.retracted"),
+    "fleet_replicas": OtelNaming("enginescope.fleet.replicas"),
+    "fleet_backlog": OtelNaming("enginescope.fleet.backlog"),
+    "fleet_running_inputs": OtelNaming("enginescope.fleet.running_inputs"),
+}
+_UNNAMED = [s.name for s in _ALL if s.scope is not Scope.GPU and s.name not in OTEL_NAMES]
+if _UNNAMED:  # a new signal must get its OTel name here, not in an exporter
+    raise RuntimeError(f"signals without an OTel name: {_UNNAMED}")
+
+
 # --- quantiles ---------------------------------------------------------------------------------
 
 QUANTILES: tuple[float, ...] = (0.5, 0.95, 0.99)
@@ -157,6 +205,14 @@ def throttle_names(mask: int, *, slowdown_only: bool = True) -> list[str]:
     return [r.name for r in THROTTLE_REASONS if mask & r.bit and (r.slowdown or not slowdown_only)]
 
 
+def _otel_text(name: str) -> str:
+    otel = OTEL_NAMES.get(name)
+    if otel is None:
+        return "per device (`hw.gpu.*`)"
+    attrs = "".join(f" {k}={v}" for k, v in otel.attributes)
+    return f"`{otel.name}`{attrs}"
+
+
 def markdown_reference() -> str:
     """docs/signals.md, generated from this registry (tests/test_signals.py checks it is current)."""
     lines = [
@@ -165,11 +221,12 @@ def markdown_reference() -> str:
         "Generated from `collectors/signals.py` (`python -m enginescope.collectors.signals > docs/signals.md`).",
         "Counters are stored as per-interval increases (`signals.value` over `interval_s`).",
         "",
-        "| signal | kind | scope | unit (UCUM) | chart unit | meaning |",
-        "|---|---|---|---|---|---|",
+        "| signal | kind | scope | unit (UCUM) | chart unit | OTel instrument | meaning |",
+        "|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| `{s.name}` | {s.kind} | {s.scope} | `{s.unit}` | {s.chart_unit} | {s.description} |" for s in _ALL
+        f"| `{s.name}` | {s.kind} | {s.scope} | `{s.unit}` | {s.chart_unit} | {_otel_text(s.name)} | {s.description} |"
+        for s in _ALL
     ]
     lines += ["", f"Default quantiles: {', '.join(quantile_label(q) for q in QUANTILES)}.", ""]
     lines += ["| SLO key (recipe `[slo]`) | signal | quantile |", "|---|---|---|"]

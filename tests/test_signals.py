@@ -109,3 +109,18 @@ def test_gpu_identity_columns_have_one_definition() -> None:
         assert column in prom_names.GPU_SKIP_COLUMNS
         assert (column in otlp_names.GPU_SKIPPED) != (column in otlp_names.GPU_IDENTITY)
         assert column not in otlp_names.GPU_COLUMNS
+
+
+def test_otel_names_are_the_registrys() -> None:
+    """The OTLP mapper names every exported signal from the registry (it kept its own table)."""
+    from enginescope.exporters.otlp import names
+
+    assert set(signals.OTEL_NAMES) <= set(signals.SIGNALS)
+    for name, naming in signals.OTEL_NAMES.items():
+        exported = names.for_signal(name)
+        assert exported is not None and (exported.name, exported.attributes) == (
+            naming.name,
+            naming.attributes,
+        )
+    gpu = [s.name for s in signals.SIGNALS.values() if s.scope is signals.Scope.GPU]
+    assert gpu and all(names.for_signal(name) is None for name in gpu)

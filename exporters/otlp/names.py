@@ -1,8 +1,8 @@
 """OTel naming of enginescope series: instrument names and attributes only.
 
-Kinds, units and descriptions of canonical signals come from the one registry
-(``enginescope.collectors.signals``); this module adds the OTel instrument name (a semantic
-convention where one exists) and fixed attributes. Conventions followed: OpenTelemetry
+Kinds, units, descriptions and OTel instrument names of canonical signals come from the one
+registry (``enginescope.collectors.signals``); this module builds the OTel instruments from them
+and names the per-device GPU series. Conventions followed: OpenTelemetry
 semantic conventions v1.41.0, GenAI server metrics (``gen_ai.server.*``) and hardware GPU
 metrics (``hw.gpu.*``, ``hw.errors``, ``hw.status``, ``hw.power``, ``hw.energy``,
 ``hw.temperature``); see docs/otlp.md. Everything without a convention is ``enginescope.*``,
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from enginescope.collectors.gpu_fields import IDENTITY_COLUMNS
-from enginescope.collectors.signals import SIGNALS, THROTTLE_REASONS, Scope
+from enginescope.collectors.signals import OTEL_NAMES, SIGNALS, THROTTLE_REASONS, Scope
 from enginescope.collectors.signals import Kind as SignalKind
 
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.41.0"
@@ -43,43 +43,15 @@ class OtelName:
 H, G, C, U = Kind.HISTOGRAM, Kind.GAUGE, Kind.COUNTER, Kind.UPDOWN
 _KINDS = {SignalKind.HISTOGRAM: H, SignalKind.GAUGE: G, SignalKind.COUNTER: C}
 
-# Registry signal -> (OTel name, fixed attributes, GenAI attributes?). GPU-scope signals are
-# per-replica aggregates of the per-device hw.* series below, so they are not exported.
-_SIGNAL_NAMES: dict[str, tuple[str, tuple[tuple[str, str], ...], bool]] = {
-    "ttft_seconds": ("gen_ai.server.time_to_first_token", (), True),
-    "tpot_seconds": ("gen_ai.server.time_per_output_token", (), True),
-    "e2e_seconds": ("gen_ai.server.request.duration", (), True),
-    # No convention: ITL is per output chunk, TPOT per request (SGLang metrics_collector.py).
-    "itl_seconds": ("enginescope.inter_token_latency", (), True),
-    "queue_time_seconds": ("enginescope.queue.time", (), True),
-    "queue_depth": ("enginescope.queue.depth", (), False),
-    "running_requests": ("enginescope.requests.running", (), False),
-    "kv_usage_ratio": ("enginescope.kv_cache.usage", (), False),
-    "cache_hit_ratio": ("enginescope.prefix_cache.hit_ratio", (), False),
-    "spec_accept_length": ("enginescope.spec_decode.accept_length", (), False),
-    "spec_accept_rate": ("enginescope.spec_decode.accept_rate", (), False),
-    "gen_throughput_tps": ("enginescope.generation.throughput", (), False),
-    "startup_seconds": ("enginescope.engine.startup.duration", (), False),
-    "weight_load_seconds": ("enginescope.engine.weight_load.duration", (), False),
-    "engine_up": ("enginescope.engine.up", (), False),
-    "prompt_tokens": ("enginescope.tokens", (("gen_ai.token.type", "input"),), False),
-    "generation_tokens": ("enginescope.tokens", (("gen_ai.token.type", "output"),), False),
-    "cached_tokens": ("enginescope.tokens.cached", (), False),
-    "requests_finished": ("enginescope.requests.finished", (), False),
-    "requests_aborted": ("enginescope.requests.aborted", (), False),
-    "retractions": ("enginescope.requests.retracted", (), False),
-    "fleet_replicas": ("enginescope.fleet.replicas", (), False),
-    "fleet_backlog": ("enginescope.fleet.backlog", (), False),
-    "fleet_running_inputs": ("enginescope.fleet.running_inputs", (), False),
-}
-
 
 def _signal_meta(name: str) -> OtelName | None:
     sig = SIGNALS[name]
     if sig.scope is Scope.GPU:
         return None
-    otel, attrs, genai = _SIGNAL_NAMES[name]
-    return OtelName(otel, sig.unit, _KINDS[sig.kind], attrs, genai, description=sig.description)
+    otel = OTEL_NAMES[name]
+    return OtelName(
+        otel.name, sig.unit, _KINDS[sig.kind], otel.attributes, otel.genai, description=sig.description
+    )
 
 
 SIGNAL_NAMES: dict[str, OtelName | None] = {name: _signal_meta(name) for name in SIGNALS}

@@ -302,10 +302,11 @@ SCENARIOS: dict[str, Scenario] = {
         profile=SPEC_PROFILE,
         autoscaler=AutoscalerConfig(min_containers=2, max_containers=2, target_inputs=32, max_inputs=200),
         initial_replicas=2,
-        # The collapse halves decode speed: e2e doubles at once, while per-token ITL p95 barely
-        # moves (it is set by the one-token steps, common before and after). The story gives
-        # the e2e rise a baseline before it (15 s) and 30 s to stand out as an incident.
-        pattern=_steady(4.0, 50.0),
+        # The collapse more than halves decode speed. At 4 req/s the batch simply grew (5 -> 18
+        # running) and ITL p95 barely moved (it is set by the one-token steps, common before
+        # and after): a borderline incident. At 8 req/s the lost capacity shows as it does in
+        # production, a decode-saturated batch (8 -> ~65 running), ITL p95 3-5x, e2e 5x.
+        pattern=_steady(8.0, 50.0),
         story_s=50.0,
         actions=(
             Action(0.0, "baseline: chat traffic, EAGLE drafts accepted ~3 tokens/step"),

@@ -7,14 +7,13 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from enginescope.collectors.model import Batch, Identity, SignalRow
+from tests.s3server import BUCKET, s3_server
 
-moto_server = pytest.importorskip("moto.server")
-
-BUCKET = "enginescope-test"
 ROWS = 20
 FLUSHES = 6
 WRITERS = ("s3-a", "s3-b", "s3-c")
@@ -22,22 +21,9 @@ T_BASE = time.time() - 3600
 
 
 @pytest.fixture(scope="module")
-def s3_env() -> dict[str, str]:
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-    }
-    import boto3
-
-    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                 aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)  # fmt: skip
-    yield env
-    server.stop()
+def s3_env() -> Iterator[dict[str, str]]:
+    with s3_server(BUCKET) as env:
+        yield env
 
 
 @pytest.fixture

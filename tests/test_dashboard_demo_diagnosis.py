@@ -75,8 +75,11 @@ def test_spike_demo_is_prefill_queueing_with_scale_up_reaction(spike_demo_store:
     (incident,) = found
     assert incident.cause is not None and incident.cause.key == "prefill_queueing", text
     spike_at, spike_end = _annotation(events, "spike starts"), _annotation(events, "spike ends")
-    # incidents live on the 1 s bucket grid: a breach in the spike's first second starts at its floor
-    assert spike_at.floor("s") <= incident.start <= spike_end and not incident.ongoing, text
+    # Incidents live on the 1 s bucket grid: a breach in the spike's first second starts at its
+    # floor, and one noisy bucket just before it joins the run (a one-bucket gap does not split
+    # one; the simulated engines share 2 cores with the whole suite): 2 s, not an unrelated blip.
+    assert spike_at.floor("s") - pd.Timedelta(seconds=2) <= incident.start <= spike_end, text
+    assert not incident.ongoing, text
     assert "ttft_seconds" in incident.breaches
     # Reaction times are measured from the breach start to the store's own events.
     scale_ups = events.loc[events["kind"] == "scale_up", "ts"]

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+from pathlib import Path
 
 from enginescope import __version__
 
@@ -32,6 +34,26 @@ COMMANDS: dict[str, str] = {
 
 class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2, no traceback."""
+
+
+DEFAULT_STORE = "./enginescope-store"
+
+
+def store_arg(text: str) -> Path | str:
+    """argparse ``type``: a folder (Path), or an object-store URL such as s3://bucket/prefix."""
+    from enginescope.store.location import store_arg as parse  # lazily: --help stays fast
+
+    return parse(text)
+
+
+def add_store_argument(parser: argparse.ArgumentParser) -> None:
+    """``--store``, as every command that reads or writes the store takes it."""
+    parser.add_argument(
+        "--store",
+        type=store_arg,
+        default=os.environ.get("ENGINESCOPE_STORE", DEFAULT_STORE),  # argparse applies type
+        help=f"store folder or s3://bucket/prefix (default $ENGINESCOPE_STORE or {DEFAULT_STORE})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 
 import enginescope.dashboard
-from enginescope.cli import CliError
+from enginescope.cli import CliError, add_store_argument
 from enginescope.collectors.signals import SLOS
 
 HELP = "Open the incident dashboard (Streamlit) on a store folder."
@@ -21,12 +21,7 @@ SLO_FLAGS = tuple(slo.key for slo in SLOS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--store",
-        type=store_arg,
-        default=os.environ.get("ENGINESCOPE_STORE", "./enginescope-store"),  # argparse applies type
-        help="store folder or s3://bucket/prefix (default $ENGINESCOPE_STORE or ./enginescope-store)",
-    )
+    add_store_argument(parser)
     parser.add_argument("--port", type=int, default=8501, help="HTTP port (default 8501)")
     parser.add_argument("--address", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--recipe", type=Path, help="recipe TOML whose [slo] table sets the SLO lines")
@@ -76,12 +71,6 @@ def streamlit_options(config: Path = CONFIG) -> list[str]:
 def command(args: argparse.Namespace) -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(APP), *streamlit_options(),
             "--server.port", str(args.port), "--server.address", args.address]  # fmt: skip
-
-
-def store_arg(text: str) -> Path | str:
-    from enginescope.store.location import store_arg as parse  # lazily: --help stays fast
-
-    return parse(text)
 
 
 def _installed(module: str) -> bool:

@@ -18,11 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from enginescope.cli import CliError
+from enginescope.cli import CliError, store_arg
 from enginescope.demo import SPEC_REPORT_DIR, DemoOptions, run_demo
 from enginescope.simfleet.profile import profile_for_recipe
 from enginescope.simfleet.scenarios import SCENARIOS, check_fits
-from enginescope.store.location import store_arg
 
 HELP = "play an incident on a simulated Modal fleet (sidecars + store + dashboard); Ctrl-C to stop"
 

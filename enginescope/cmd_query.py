@@ -8,13 +8,12 @@ import datetime as dt
 import io
 import json
 import math
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from enginescope.cli import CliError
+from enginescope.cli import CliError, add_store_argument
 
 HELP = (
     "Query the store with SQL (views: samples, histograms, histograms_1m, signals, signals_1m, events, gpu,"
@@ -24,12 +23,7 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sql", nargs="?", help="SQL to run (omit with --preset or --list-presets)")
-    parser.add_argument(
-        "--store",
-        type=_store_arg,  # a folder, or an s3:// URL (credentials from the AWS_* variables)
-        default=Path(os.environ.get("ENGINESCOPE_STORE", "./enginescope-store")),
-        help="store folder or s3:// URL (default $ENGINESCOPE_STORE or ./enginescope-store)",
-    )
+    add_store_argument(parser)
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
     parser.add_argument(
         "--preset", help="run a named query from enginescope.views.queries (see --list-presets)"
@@ -111,12 +105,6 @@ def _list_presets(presets: Mapping[str, Any]) -> str:
         params = ", ".join(f"{k}={_plain(v)}" for k, v in (getattr(preset, "params", {}) or {}).items())
         lines.append(f"{name}: {preset.description}" + (f"\n    params: {params}" if params else ""))
     return "\n".join(lines) + "\n"
-
-
-def _store_arg(text: str) -> Path | str:
-    from enginescope.store.location import store_arg  # lazily: --help stays fast
-
-    return store_arg(text)
 
 
 def _execute(store: Path, sql: str, params: dict[str, Any] | None) -> tuple[list[str], list[tuple]]:

@@ -10,28 +10,16 @@ import threading
 import urllib.parse
 from pathlib import Path
 
-from enginescope.cli import CliError
+from enginescope.cli import CliError, add_store_argument
 
 HELP = "Run the sidecar next to one engine: scrape /metrics (+ request log, + GPU) into the store."
 log = logging.getLogger("enginescope.sidecar")
 
 
-def store_arg(text: str) -> Path | str:
-    """A folder, or an object-store URL such as s3://bucket/prefix (credentials: AWS_* variables)."""
-    from enginescope.store.location import store_arg as parse  # lazily: --help stays fast
-
-    return parse(text)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine-url", required=True, help="engine base URL, e.g. http://127.0.0.1:30000")
     parser.add_argument("--engine", choices=["auto", "sglang", "vllm"], default="auto")
-    parser.add_argument(
-        "--store",
-        type=store_arg,
-        default=os.environ.get("ENGINESCOPE_STORE", "./enginescope-store"),  # argparse applies type
-        help="store folder or s3://bucket/prefix (default $ENGINESCOPE_STORE or ./enginescope-store)",
-    )
+    add_store_argument(parser)
     parser.add_argument("--interval-s", type=float, default=1.0, help="scrape interval in seconds")
     parser.add_argument("--timeout-s", type=float, default=2.0, help="HTTP timeout per scrape")
     parser.add_argument("--request-log-dir", type=Path, help="SGLang --export-metrics-to-file-dir to tail")

@@ -20,7 +20,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
-import os
 import re
 import shutil
 import sys
@@ -32,8 +31,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from enginescope.cli import CliError
-from enginescope.store.location import store_arg
+from enginescope.cli import CliError, add_store_argument
 from enginescope.views.spec_drift import Drift, DriftConfig, scan
 
 HELP = "Detect speculative-acceptance drops per traffic class and write the evidence as a Parquet dataset."
@@ -48,12 +46,7 @@ REQUEST_COLUMNS = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--store",
-        type=store_arg,
-        default=os.environ.get("ENGINESCOPE_STORE", "./enginescope-store"),  # argparse applies type
-        help="store folder or s3://bucket/prefix (default $ENGINESCOPE_STORE or ./enginescope-store)",
-    )
+    add_store_argument(parser)
     parser.add_argument(
         "--since", default="24h", help="start: ISO time (UTC) or a duration before --until (2h)"
     )

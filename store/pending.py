@@ -54,23 +54,23 @@ def manifest_path(store: Path, writer_id: str) -> Path:
     return store / FOLDER / f"{urllib.parse.quote(writer_id, safe='')}.json"
 
 
-def write_manifest(store: Path, writer_id: str, replica: str, files: list[PendingFile] | list[dict]) -> None:
-    """Replace the writer's manifest (or remove it when nothing is pending); ``files`` as
-    :class:`PendingFile` or as their ``entry()`` objects."""
+def write_manifest(store: Path, writer_id: str, replica: str, entries: list[dict]) -> None:
+    """Replace the writer's manifest (or remove it when nothing is pending); ``entries`` are
+    :meth:`PendingFile.entry` objects."""
     path = manifest_path(store, writer_id)
-    if not files:
+    if not entries:
         path.unlink(missing_ok=True)
         return
-    _write_record(path, replica, files)
+    _write_record(path, replica, entries)
 
 
-def _write_record(path: Path, replica: str, files: list[PendingFile] | list[dict]) -> None:
+def _write_record(path: Path, replica: str, entries: list[dict]) -> None:
     """The manifest at ``path``, whole or not at all (temp file + rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "replica": replica,
         "written_s": time.time(),
-        "files": [p if isinstance(p, dict) else p.entry() for p in files],
+        "files": entries,
     }
     tmp = path.with_name(f".tmp-{path.name}")
     tmp.write_text(json.dumps(record))
@@ -101,7 +101,7 @@ def write_deferred_manifest(
 ) -> Path:
     """One flush's files for the committer: a new, never rewritten file (temp file + rename)."""
     path = store / FOLDER / DEFERRED / urllib.parse.quote(writer_id, safe="") / f"{seq:012d}.json"
-    _write_record(path, replica, files)
+    _write_record(path, replica, [f.entry() for f in files])
     return path
 
 

@@ -96,6 +96,21 @@ def read_manifests(store: Path, now_s: float | None = None) -> list[tuple[Path, 
     return out
 
 
+def sweep_stale_temp_files(store: Path, now_s: float | None = None) -> int:
+    """Remove temp manifests older than ``STALE_S``: a writer killed between writing its temp
+    file and the rename leaves one that nothing would ever rename. Returns how many went."""
+    now_s = time.time() if now_s is None else now_s
+    removed = 0
+    for path in (store / FOLDER).rglob(".tmp-*.json"):  # deferred writers' folders too
+        try:
+            if now_s - path.stat().st_mtime >= STALE_S:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue  # renamed or removed meanwhile
+    return removed
+
+
 def write_deferred_manifest(
     store: Path, writer_id: str, seq: int, replica: str, files: list[PendingFile]
 ) -> Path:

@@ -38,6 +38,7 @@ from enginescope.store.pending import (
     files_by_table,
     read_deferred_manifests,
     read_manifests,
+    sweep_stale_temp_files,
     write_deferred_manifest,
     write_manifest,
 )
@@ -363,6 +364,7 @@ class StoreWriter:
                 if adopted:
                     log.info("store writer: committed %d files a dead writer left in %s", adopted, table)
             path.unlink(missing_ok=True)
+        sweep_stale_temp_files(self.location.path)
 
     def _bound(self, table: str, pending: _Pending) -> None:
         """Keep at most ``MAX_RETRY_ROWS`` waiting rows of ``table``: drop the oldest parts."""

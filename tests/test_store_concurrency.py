@@ -4,6 +4,7 @@ during appends and compaction) leave a table that opens with every committed row
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import random
 import time
 from pathlib import Path
@@ -193,12 +194,16 @@ def test_sigkilled_buffering_writers_lose_nothing_once_their_files_are_adopted(t
         visible = open_store(tmp_path).execute("SELECT count(*) FROM signals").fetchone()[0]
         assert visible > visible_total  # the killed writer's flushed rows, through its manifest
         visible_total = visible
+        aged_s = time.time() - STALE_S - 1
         for manifest in (tmp_path / FOLDER).glob("*.json"):  # as if STALE_S had passed
+            if manifest.name.startswith(".tmp-"):  # killed mid-write: never renamed
+                os.utime(manifest, (aged_s, aged_s))
+                continue
             record = json.loads(manifest.read_text())
             record["written_s"] -= STALE_S + 1
             manifest.write_text(json.dumps(record))
         StoreWriter(tmp_path, Identity("rep-other"), background=False).close()  # adopts them
-        assert not list((tmp_path / FOLDER).glob("*.json"))
+        assert not list((tmp_path / FOLDER).glob("*.json"))  # temp files swept too
         con = open_store(tmp_path)
         count, distinct = con.execute(
             "SELECT count(*), count(DISTINCT (replica, ts)) FROM signals"

@@ -94,6 +94,24 @@ def test_a_live_writer_adopts_a_dead_writers_files_at_its_next_compaction(tmp_pa
     live.close()
 
 
+def test_a_dead_writers_half_written_temp_manifest_is_swept_once_stale(tmp_path: Path) -> None:
+    """SIGKILL between writing ``.tmp-<id>.json`` and the rename leaves an empty or partial temp
+    file (a CI run read one). Readers skip it; once stale, the next writer removes it."""
+    import os
+
+    folder = tmp_path / FOLDER
+    folder.mkdir()
+    fresh, stale = folder / ".tmp-rep-a.json", folder / ".tmp-rep-b.json"
+    fresh.write_text("")
+    stale.write_text('{"replica": "rep-b", "wri')  # cut mid-write
+    old_s = time.time() - STALE_S - 1
+    os.utime(stale, (old_s, old_s))
+    assert open_store(tmp_path).execute("SELECT count(*) FROM signals").fetchone()[0] == 0
+    StoreWriter(tmp_path, Identity("rep-other"), background=False).close()
+    assert fresh.exists()  # its writer may still be renaming it
+    assert not stale.exists()
+
+
 def _deferred_writer(store: str, replica: str, batches: int) -> None:  # pragma: no cover - child
     writer = StoreWriter(store, Identity(replica), flush_interval_s=0.05, deferred_commits=True)
     for i in range(batches):

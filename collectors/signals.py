@@ -34,6 +34,8 @@ class Signal:
     scope: Scope = Scope.ENGINE
 
 
+RATIO_UNIT = "ratio 0–1"  # chart unit of a fraction (UCUM "1")
+
 H, G, C = Kind.HISTOGRAM, Kind.GAUGE, Kind.COUNTER
 _GPU, _FLEET = Scope.GPU, Scope.FLEET
 
@@ -45,10 +47,10 @@ _ALL: tuple[Signal, ...] = (
     Signal("queue_time_seconds", H, "s", "s", "Time a request waited before its first forward pass"),
     Signal("queue_depth", G, "{request}", "requests", "Requests waiting to be scheduled"),
     Signal("running_requests", G, "{request}", "requests", "Requests in the running batch"),
-    Signal("kv_usage_ratio", G, "1", "ratio", "Fraction of the KV cache in use (fullest pool)"),
-    Signal("cache_hit_ratio", G, "1", "ratio", "Prefix-cache hit ratio of prompt tokens in the interval"),
+    Signal("kv_usage_ratio", G, "1", RATIO_UNIT, "Fraction of the KV cache in use (fullest pool)"),
+    Signal("cache_hit_ratio", G, "1", RATIO_UNIT, "Prefix-cache hit ratio of prompt tokens in the interval"),
     Signal("spec_accept_length", G, "{token}", "tokens/step", "Tokens emitted per speculative verify step"),
-    Signal("spec_accept_rate", G, "1", "ratio", "Fraction of proposed draft tokens accepted"),
+    Signal("spec_accept_rate", G, "1", RATIO_UNIT, "Fraction of proposed draft tokens accepted"),
     Signal("gen_throughput_tps", G, "{token}/s", "tokens/s", "Output tokens generated per second"),
     Signal("startup_seconds", G, "s", "s", "Engine startup duration"),
     Signal("weight_load_seconds", G, "s", "s", "Model weight loading duration"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from enginescope.collectors.gpu_fields import IDENTITY_COLUMNS
-from enginescope.collectors.signals import SIGNALS, Kind
+from enginescope.collectors.signals import RATIO_UNIT, SIGNALS, Kind
 
 PREFIX = "enginescope_"
 
@@ -76,9 +76,9 @@ def signal_metric(name: str) -> PromMetric:
     """The Prometheus family of a registry signal (``gpu_power_w`` -> ``enginescope_gpu_power_watts``)."""
     sig = SIGNALS[name]
     stem, factor = _base_unit_name(sig.name, sig.unit)
-    if sig.unit == "1" and sig.chart_unit == "ratio" and not stem.endswith("_ratio"):
+    if sig.unit == "1" and sig.chart_unit == RATIO_UNIT and not stem.endswith("_ratio"):
         stem = stem.removesuffix("_rate") + "_ratio"  # a fraction says so in its name
-    unit_note = f" ({sig.chart_unit})" if sig.chart_unit not in ("ratio", "0/1") else ""
+    unit_note = f" ({sig.chart_unit})" if sig.chart_unit not in (RATIO_UNIT, "0/1") else ""
     return PromMetric(PREFIX + stem, sig.kind, sig.description + unit_note, factor)
 
 

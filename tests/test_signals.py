@@ -124,3 +124,22 @@ def test_otel_names_are_the_registrys() -> None:
         )
     gpu = [s.name for s in signals.SIGNALS.values() if s.scope is signals.Scope.GPU]
     assert gpu and all(names.for_signal(name) is None for name in gpu)
+
+
+def test_every_panel_shows_its_signals_registry_unit() -> None:
+    """A signal's unit is written once: the Streamlit and Grafana panels show the registry's
+    chart unit (per second for rates). Before, the panels had their own table and the KV,
+    prefix-cache and acceptance-rate panels said "ratio 0–1" where the registry said "ratio"."""
+    from enginescope.views.panels import EXPORT_PANELS, PanelKind
+
+    for panel in EXPORT_PANELS:
+        if panel.kind in (PanelKind.GAUGE, PanelKind.LATENCY, PanelKind.HEATMAP):
+            assert panel.unit == signals.signal(panel.signals[0]).chart_unit, panel.id
+        elif panel.kind is PanelKind.RATE:
+            assert panel.unit == signals.signal(panel.signals[0]).chart_unit + "/s", panel.id
+        elif panel.kind is PanelKind.GPU_DEVICE:  # a per-GPU column: its replica aggregate's unit
+            assert panel.unit == signals.signal(panel.unit_signal).chart_unit, panel.id
+        elif panel.kind is PanelKind.REPLICA_COUNT:
+            assert panel.unit == signals.signal("fleet_replicas").chart_unit
+        else:
+            assert panel.unit == signals.RATIO_UNIT, panel.id

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from enginescope.collectors.signals import QUANTILES, SLO_BY_SIGNAL, SLOS
+from enginescope.collectors.signals import QUANTILES, RATIO_UNIT, SLO_BY_SIGNAL, SLOS, signal
 
 
 class PanelKind(StrEnum):
@@ -43,11 +43,21 @@ class Panel:
     title: str
     kind: PanelKind
     signals: tuple[str, ...]
-    unit: str  # human unit shown on the axis: "s", "requests", "W", ...
     per_replica: bool  # one line per replica (True) or one fleet-wide series
     slo_key: str | None = None  # key in a recipe's [slo] table, e.g. "ttft_p95_s"
     quantiles: tuple[float, ...] = ()
     description: str = ""
+    unit_signal: str | None = None  # registry signal whose unit a GPU_DEVICE column has
+
+    @property
+    def unit(self) -> str:
+        """The axis unit, from the registry's chart unit (never written per panel)."""
+        if self.kind is PanelKind.SLO_ATTAINMENT:
+            return RATIO_UNIT
+        if self.kind is PanelKind.REPLICA_COUNT:
+            return signal("fleet_replicas").chart_unit
+        chart_unit = signal(self.unit_signal or self.signals[0]).chart_unit
+        return f"{chart_unit}/s" if self.kind is PanelKind.RATE else chart_unit
 
     @property
     def axis_title(self) -> str:
@@ -62,7 +72,6 @@ INCIDENT_PANELS: tuple[Panel, ...] = (
         "TTFT",
         PanelKind.LATENCY,
         ("ttft_seconds",),
-        "s",
         per_replica=False,
         slo_key=SLO_BY_SIGNAL["ttft_seconds"].key,
         quantiles=LATENCY_QUANTILES,
@@ -73,7 +82,6 @@ INCIDENT_PANELS: tuple[Panel, ...] = (
         "ITL",
         PanelKind.LATENCY,
         ("itl_seconds",),
-        "s",
         per_replica=False,
         slo_key=SLO_BY_SIGNAL["itl_seconds"].key,
         quantiles=LATENCY_QUANTILES,
@@ -84,23 +92,19 @@ INCIDENT_PANELS: tuple[Panel, ...] = (
         "End-to-end latency",
         PanelKind.LATENCY,
         ("e2e_seconds",),
-        "s",
         per_replica=False,
         slo_key=SLO_BY_SIGNAL["e2e_seconds"].key,
         quantiles=LATENCY_QUANTILES,
         description="Request latency, fleet-wide quantiles from summed buckets",
     ),
-    Panel("queue", "Queue depth", PanelKind.GAUGE, ("queue_depth",), "requests", per_replica=True),
-    Panel(
-        "running", "Running requests", PanelKind.GAUGE, ("running_requests",), "requests", per_replica=True
-    ),
-    Panel("replicas", "Replicas up", PanelKind.REPLICA_COUNT, ("engine_up",), "replicas", per_replica=False),
+    Panel("queue", "Queue depth", PanelKind.GAUGE, ("queue_depth",), per_replica=True),
+    Panel("running", "Running requests", PanelKind.GAUGE, ("running_requests",), per_replica=True),
+    Panel("replicas", "Replicas up", PanelKind.REPLICA_COUNT, ("engine_up",), per_replica=False),
     Panel(
         "spec",
         "Spec-decoding acceptance length",
         PanelKind.GAUGE,
         ("spec_accept_length",),
-        "tokens/step",
         per_replica=True,
     ),
     Panel(
@@ -108,17 +112,14 @@ INCIDENT_PANELS: tuple[Panel, ...] = (
         "Generation throughput",
         PanelKind.RATE,
         ("generation_tokens",),
-        "tokens/s",
         per_replica=True,
         description="Counter increases divided by interval_s",
     ),
-    Panel("kv", "KV cache usage", PanelKind.GAUGE, ("kv_usage_ratio",), "ratio 0–1", per_replica=True),
-    Panel("gpu_power", "GPU power", PanelKind.GAUGE, ("gpu_power_w",), "W", per_replica=True),
-    Panel(
-        "gpu_temp", "GPU temperature (max)", PanelKind.GAUGE, ("gpu_temperature_c",), "°C", per_replica=True
-    ),
-    Panel("gpu_util", "GPU utilisation", PanelKind.GAUGE, ("gpu_utilization_pct",), "%", per_replica=True),
-    Panel("gpu_clock", "GPU SM clock (min)", PanelKind.GAUGE, ("gpu_sm_clock_mhz",), "MHz", per_replica=True),
+    Panel("kv", "KV cache usage", PanelKind.GAUGE, ("kv_usage_ratio",), per_replica=True),
+    Panel("gpu_power", "GPU power", PanelKind.GAUGE, ("gpu_power_w",), per_replica=True),
+    Panel("gpu_temp", "GPU temperature (max)", PanelKind.GAUGE, ("gpu_temperature_c",), per_replica=True),
+    Panel("gpu_util", "GPU utilisation", PanelKind.GAUGE, ("gpu_utilization_pct",), per_replica=True),
+    Panel("gpu_clock", "GPU SM clock (min)", PanelKind.GAUGE, ("gpu_sm_clock_mhz",), per_replica=True),
 )
 
 # Event kinds drawn as vertical markers on every time-series panel.
@@ -140,40 +141,41 @@ SLO_KEYS: tuple[str, ...] = tuple(slo.key for slo in SLOS)
 
 def _latency(panel_id: str, title: str, signal: str, description: str) -> Panel:
     slo = SLO_BY_SIGNAL.get(signal)
-    return Panel(panel_id, title, PanelKind.LATENCY, (signal,), "s", per_replica=False,
+    return Panel(panel_id, title, PanelKind.LATENCY, (signal,), per_replica=False,
                  slo_key=slo.key if slo else None, quantiles=QUANTILES, description=description)  # fmt: skip
 
 
-def _rate(panel_id: str, title: str, signal: str, unit: str) -> Panel:
-    return Panel(panel_id, title, PanelKind.RATE, (signal,), unit, per_replica=True,
+def _rate(panel_id: str, title: str, signal: str) -> Panel:
+    return Panel(panel_id, title, PanelKind.RATE, (signal,), per_replica=True,
                  description="Counter increase per second")  # fmt: skip
 
 
 EXPORT_PANELS: tuple[Panel, ...] = INCIDENT_PANELS + (
     _latency("tpot", "TPOT", "tpot_seconds", "Decode time per output token, quantiles from summed buckets"),
     _latency("queue_time", "Queue time", "queue_time_seconds", "Wait before the first forward pass"),
-    Panel("ttft_heatmap", "TTFT heatmap", PanelKind.HEATMAP, ("ttft_seconds",), "s", per_replica=False,
+    Panel("ttft_heatmap", "TTFT heatmap", PanelKind.HEATMAP, ("ttft_seconds",), per_replica=False,
           description="Requests per TTFT bucket and interval"),
-    Panel("itl_heatmap", "ITL heatmap", PanelKind.HEATMAP, ("itl_seconds",), "s", per_replica=False,
+    Panel("itl_heatmap", "ITL heatmap", PanelKind.HEATMAP, ("itl_seconds",), per_replica=False,
           description="Output chunks per ITL bucket and interval"),
     *(
         Panel(f"{slo.signal}_attainment", f"{slo.label} SLO attainment", PanelKind.SLO_ATTAINMENT,
-              (slo.signal,), "ratio 0–1", per_replica=False, slo_key=slo.key,
+              (slo.signal,), per_replica=False, slo_key=slo.key,
               description=f"Share of requests with {slo.label} at or under the recipe's SLO")
         for slo in SLOS
     ),
-    _rate("requests", "Finished requests", "requests_finished", "requests/s"),
-    _rate("aborts", "Aborted requests", "requests_aborted", "requests/s"),
-    _rate("retractions", "Retractions", "retractions", "requests/s"),
-    Panel("cache_hit", "Prefix-cache hit ratio", PanelKind.GAUGE, ("cache_hit_ratio",), "ratio 0–1",
+    _rate("requests", "Finished requests", "requests_finished"),
+    _rate("aborts", "Aborted requests", "requests_aborted"),
+    _rate("retractions", "Retractions", "retractions"),
+    Panel("cache_hit", "Prefix-cache hit ratio", PanelKind.GAUGE, ("cache_hit_ratio",),
           per_replica=True),
-    Panel("spec_rate", "Spec-decoding acceptance rate", PanelKind.GAUGE, ("spec_accept_rate",), "ratio 0–1",
+    Panel("spec_rate", "Spec-decoding acceptance rate", PanelKind.GAUGE, ("spec_accept_rate",),
           per_replica=True),
-    Panel("gpu_device_power", "Power per GPU", PanelKind.GPU_DEVICE, ("power_w",), "W", per_replica=True),
-    Panel("gpu_device_temp", "Temperature per GPU", PanelKind.GPU_DEVICE, ("temperature_c",), "°C",
-          per_replica=True),
-    Panel("gpu_device_util", "Utilisation per GPU", PanelKind.GPU_DEVICE, ("gpu_utilization_pct",), "%",
-          per_replica=True),
+    Panel("gpu_device_power", "Power per GPU", PanelKind.GPU_DEVICE, ("power_w",), per_replica=True,
+          unit_signal="gpu_power_w"),
+    Panel("gpu_device_temp", "Temperature per GPU", PanelKind.GPU_DEVICE, ("temperature_c",),
+          per_replica=True, unit_signal="gpu_temperature_c"),
+    Panel("gpu_device_util", "Utilisation per GPU", PanelKind.GPU_DEVICE, ("gpu_utilization_pct",),
+          per_replica=True, unit_signal="gpu_utilization_pct"),
 )  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pynvml
 
+from enginescope.collectors.gpu_columns import IDENTITY_COLUMNS
 from enginescope.collectors.model import SignalRow
 from enginescope.collectors.signals import SLOWDOWN_MASK, THROTTLE_REASONS, throttle_names
 
@@ -215,7 +216,6 @@ PCIE_COLUMNS = ("pcie_tx_bytes_per_s", "pcie_rx_bytes_per_s")
 # Fallback when the PCIe byte counters are missing: the sampled throughput getter.
 PCIE_FALLBACK = FieldReader("pcie_throughput", PCIE_COLUMNS, _pcie_throughput, Cadence.SLOW)
 
-IDENTITY_COLUMNS = ("gpu_index", "gpu_name", "pci_bus_id", "driver_version", "xid_last")
 ALL_COLUMNS: tuple[str, ...] = (
     *IDENTITY_COLUMNS,
     *(c for r in READERS for c in r.columns),

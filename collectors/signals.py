@@ -103,6 +103,7 @@ class OtelNaming:
     name: str
     attributes: tuple[tuple[str, str], ...] = ()
     genai: bool = False
+    description: str = ""  # the instrument's, where several columns share it (else the column's)
 
 
 # GPU-scope signals are per-replica aggregates of the per-device ``hw.*`` series, which the OTLP
@@ -235,6 +236,9 @@ def markdown_reference() -> str:
     lines += [f"| `{s.key}` | `{s.signal}` | {quantile_label(s.quantile)} |" for s in SLOS]
     lines += ["", "| throttle reason | NVML bit | slowdown (sets `gpu_throttled`) |", "|---|---|---|"]
     lines += [f"| `{r.name}` | `{r.bit:#x}` | {'yes' if r.slowdown else 'no'} |" for r in THROTTLE_REASONS]
+    from enginescope.collectors.gpu_columns import markdown_table  # it imports this module
+
+    lines += ["", "Per-GPU columns of the `gpu` table (`collectors/gpu_columns.py`):", "", *markdown_table()]
     return "\n".join(lines) + "\n"
 
 

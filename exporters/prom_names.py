@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from enginescope.collectors.gpu_fields import IDENTITY_COLUMNS
+from enginescope.collectors.gpu_columns import GPU_COLUMNS
 from enginescope.collectors.signals import RATIO_UNIT, SIGNALS, Kind
 
 PREFIX = "enginescope_"
@@ -28,7 +28,7 @@ _BASE_UNITS: dict[str, tuple[str, float]] = {
     "{token}/s": ("tokens_per_second", 1.0),
     "By/s": ("bytes_per_second", 1.0),
 }
-# Name suffixes that spell a unit (longest first); the GPU columns use the same spellings.
+# Name suffixes that spell a unit (longest first), stripped before the base unit is appended.
 _SUFFIX_UNITS: tuple[tuple[str, str], ...] = (
     ("_bytes_per_s", "By/s"),
     ("_seconds", "s"),
@@ -40,15 +40,6 @@ _SUFFIX_UNITS: tuple[tuple[str, str], ...] = (
     ("_c", "Cel"),
     ("_j", "J"),
 )
-# Per-GPU NVML columns that are totals since driver load (counters), with their series stem.
-GPU_COUNTER_COLUMNS: dict[str, str] = {
-    "energy_j": "energy",
-    "pcie_replay_count": "pcie_replays",
-    "ecc_sbe_volatile": "ecc_corrected_errors",
-    "ecc_dbe_volatile": "ecc_uncorrected_errors",
-}
-# Columns that are identity (labels) or a bit mask already split into throttle_* columns.
-GPU_SKIP_COLUMNS = frozenset({*IDENTITY_COLUMNS, "clock_event_reasons"})
 GPU_DEVICE_PREFIX = PREFIX + "gpu_device_"
 
 
@@ -88,20 +79,16 @@ def prom_name(signal: str) -> str:
 
 
 def gpu_column_metric(column: str) -> PromMetric | None:
-    """Per-GPU family of one NVML column, or None for identity/mask columns."""
-    if column in GPU_SKIP_COLUMNS:
+    """Per-GPU family of one registered NVML column; None for identity and mask columns and
+    for columns nobody registered (``tests/test_signals.py`` keeps the GPU source's registered)."""
+    registered = GPU_COLUMNS.get(column)
+    if registered is None or registered.kind is None:
         return None
-    if column in GPU_COUNTER_COLUMNS:
-        stem = GPU_COUNTER_COLUMNS[column]
-        unit = "J" if column == "energy_j" else ""
-        name, factor = _base_unit_name(stem, unit)
-        return PromMetric(GPU_DEVICE_PREFIX + name, Kind.COUNTER, f"NVML {column}, total since driver load")
-    unit = next((u for suffix, u in _SUFFIX_UNITS if column.endswith(suffix)), "")
-    name, factor = _base_unit_name(column, unit)
-    word = _BASE_UNITS.get(unit, ("", 1.0))[0].replace("_", " ")
-    word = "ratio 0-1" if word == "ratio" else word
-    help_text = f"NVML {column} of one GPU" + (f" ({word})" if word else "")
-    return PromMetric(GPU_DEVICE_PREFIX + name, Kind.GAUGE, help_text, factor)
+    name, factor = _base_unit_name(registered.prom_stem or column, registered.unit)
+    word = _BASE_UNITS.get(registered.unit, ("", 1.0))[0].replace("_", " ")
+    note = "ratio 0-1" if word == "ratio" else word
+    help_text = f"{registered.description}, per GPU" + (f" ({note})" if note else "")
+    return PromMetric(GPU_DEVICE_PREFIX + name, registered.kind, help_text, factor)
 
 
 EVENTS = PromMetric(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pynvml
 import pytest
 
-from enginescope.collectors import catalog, gpu_events, gpu_fields, signals
+from enginescope.collectors import catalog, gpu_columns, gpu_events, gpu_fields, signals
 from enginescope.collectors.signals import THROTTLE_REASONS, Kind, Scope
 from enginescope.exporters.otlp import names as otlp_names
 
@@ -105,10 +105,14 @@ def test_gpu_identity_columns_have_one_definition() -> None:
     """The GPU source's identity columns are labels/attributes in both exporters, never values."""
     from enginescope.exporters import prom_names
 
-    for column in gpu_fields.IDENTITY_COLUMNS:
-        assert column in prom_names.GPU_SKIP_COLUMNS
-        assert (column in otlp_names.GPU_SKIPPED) != (column in otlp_names.GPU_IDENTITY)
+    for column in gpu_columns.IDENTITY_COLUMNS:
+        assert column in gpu_fields.ALL_COLUMNS
+        assert prom_names.gpu_column_metric(column) is None
         assert column not in otlp_names.GPU_COLUMNS
+
+
+def test_every_column_the_gpu_source_fills_is_registered() -> None:
+    assert set(gpu_fields.ALL_COLUMNS) == set(gpu_columns.GPU_COLUMNS)
 
 
 def test_otel_names_are_the_registrys() -> None:
@@ -143,3 +147,24 @@ def test_every_panel_shows_its_signals_registry_unit() -> None:
             assert panel.unit == signals.signal("fleet_replicas").chart_unit
         else:
             assert panel.unit == signals.RATIO_UNIT, panel.id
+
+
+def test_a_gpu_column_has_one_kind_and_unit_in_both_exporters() -> None:
+    """Per-GPU columns are registered once (``gpu_columns``). Before, Prometheus guessed units
+    from name suffixes and kept its own counter list, so remapped rows (a count, a counter in
+    DCGM) were gauges there and counters over OTLP."""
+    from enginescope.exporters import prom_names
+
+    prom_suffix = {"W": "_watts", "J": "_joules", "MHz": "_hertz", "By": "_bytes", "Cel": "_celsius",
+                   "%": "_ratio", "By/s": "_bytes_per_second"}  # fmt: skip
+    for column in gpu_fields.ALL_COLUMNS:
+        registered = gpu_columns.gpu_column(column)
+        prom, otel = prom_names.gpu_column_metric(column), otlp_names.GPU_COLUMNS.get(column)
+        if registered.kind is None:
+            assert prom is None and otel is None, column
+            continue
+        assert prom is not None and prom.kind is registered.kind, column
+        assert prom.name.endswith(prom_suffix.get(registered.unit, "")), column
+        if otel is not None:
+            assert (otel.kind is otlp_names.Kind.COUNTER) == (registered.kind is Kind.COUNTER), column
+            assert otel.unit == ("1" if registered.unit == "%" else registered.unit), column

@@ -15,7 +15,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from enginescope.collectors.gpu_fields import IDENTITY_COLUMNS
+from enginescope.collectors.gpu_columns import GPU_COLUMNS as REGISTRY
+from enginescope.collectors.gpu_columns import MASK_COLUMN, GpuColumn
 from enginescope.collectors.signals import OTEL_NAMES, SIGNALS, THROTTLE_REASONS, Scope
 from enginescope.collectors.signals import Kind as SignalKind
 
@@ -75,85 +76,47 @@ def _gpu(name: str, unit: str, kind: Kind, description: str, *attrs: tuple[str, 
     return OtelName(name, unit, kind, (*_HW, *attrs), scale=scale, description=description)
 
 
-# GpuRow column -> per-device series. Columns are the GPU source's (collectors/gpu_fields.py).
-GPU_COLUMNS: dict[str, OtelName] = {
-    "gpu_utilization_pct": _gpu(
-        "hw.gpu.utilization", "1", G, "Fraction of time the GPU ran kernels", ("hw.gpu.task", "general"),
-        scale=0.01,
-    ),
-    "enc_utilization_pct": _gpu(
-        "hw.gpu.utilization", "1", G, "Fraction of time the GPU ran kernels", ("hw.gpu.task", "encoder"),
-        scale=0.01,
-    ),
-    "dec_utilization_pct": _gpu(
-        "hw.gpu.utilization", "1", G, "Fraction of time the GPU ran kernels", ("hw.gpu.task", "decoder"),
-        scale=0.01,
-    ),
-    "fb_used_bytes": _gpu("hw.gpu.memory.usage", "By", U, "GPU memory used"),
-    "fb_total_bytes": _gpu("hw.gpu.memory.limit", "By", U, "Size of the GPU memory"),
-    # NVML's "memory utilization" is the memory controller's busy time, not memory used.
-    "memory_utilization_pct": _gpu(
-        "enginescope.gpu.memory_controller.utilization", "1", G,
-        "Fraction of time device memory was read or written", scale=0.01,
-    ),
-    "power_w": _gpu("hw.power", "W", G, "Board power draw"),
-    "energy_j": _gpu("hw.energy", "J", C, "Energy consumed since the driver loaded"),
-    "power_limit_w": _gpu("enginescope.gpu.power.limit", "W", G, "Enforced power limit"),
-    "sm_clock_mhz": _gpu("enginescope.gpu.clock.sm", "MHz", G, "SM clock"),
-    "mem_clock_mhz": _gpu("enginescope.gpu.clock.memory", "MHz", G, "Memory clock"),
-    "sm_clock_max_mhz": _gpu("enginescope.gpu.clock.sm.max", "MHz", G, "Maximum SM clock"),
-    "mem_clock_max_mhz": _gpu("enginescope.gpu.clock.memory.max", "MHz", G, "Maximum memory clock"),
-    "fan_pct": _gpu("enginescope.gpu.fan.speed", "1", G, "Fan speed as a fraction of its maximum", scale=0.01),
-    "ecc_sbe_volatile": _gpu(
-        "hw.errors", "{error}", C, "Errors encountered by the GPU", ("error.type", "ecc_corrected")
-    ),
-    "ecc_dbe_volatile": _gpu(
-        "hw.errors", "{error}", C, "Errors encountered by the GPU", ("error.type", "ecc_uncorrected")
-    ),
-    "pcie_replay_count": _gpu(
-        "hw.errors", "{error}", C, "Errors encountered by the GPU", ("error.type", "pcie_replay")
-    ),
-    "remapped_rows_correctable": _gpu(
-        "enginescope.gpu.memory.remapped_rows", "{row}", C, "Memory rows remapped",
-        ("enginescope.gpu.remap.cause", "correctable"),
-    ),
-    "remapped_rows_uncorrectable": _gpu(
-        "enginescope.gpu.memory.remapped_rows", "{row}", C, "Memory rows remapped",
-        ("enginescope.gpu.remap.cause", "uncorrectable"),
-    ),
-    "remapped_rows_pending": _gpu("enginescope.gpu.memory.remap.pending", "1", G, "1 while a remap is pending"),
-    "row_remap_failure": _gpu("enginescope.gpu.memory.remap.failed", "1", G, "1 when row remapping failed"),
-    "nvlink_links_active": _gpu(
-        "enginescope.gpu.nvlink.links", "{link}", G, "NVLink links", ("enginescope.gpu.nvlink.state", "active")
-    ),
-    "nvlink_links_present": _gpu(
-        "enginescope.gpu.nvlink.links", "{link}", G, "NVLink links", ("enginescope.gpu.nvlink.state", "present")
-    ),
-    "persistence_mode": _gpu("enginescope.gpu.persistence_mode", "1", G, "1 when persistence mode is on"),
-    "compute_mode": _gpu("enginescope.gpu.compute_mode", "1", G, "NVML compute mode (nvmlComputeMode_t)"),
-}  # fmt: skip
-# Sensors are their own hardware components (hw.type=temperature) whose parent is the GPU.
+def _gpu_column_meta(column: GpuColumn) -> OtelName:
+    """A registry column as its OTel instrument: NVML percentages become ratios (unit 1)."""
+    assert column.otel is not None
+    unit, scale = ("1", 0.01) if column.unit == "%" else (column.unit, 1.0)
+    kind = C if column.kind is SignalKind.COUNTER else (U if column.otel_updown else G)
+    description = column.otel.description or column.description
+    return _gpu(column.otel.name, unit, kind, description, *column.otel.attributes, scale=scale)
+
+
+# Sensors are their own hardware components (hw.type=temperature) whose parent is the GPU:
+# column -> (sensor id suffix, sensor name).
 GPU_TEMPERATURES: dict[str, tuple[str, str]] = {"temperature_c": ("temp", "GPU core"), "memory_temperature_c": ("mem-temp", "GPU memory")}  # fmt: skip
-TEMPERATURE = OtelName("hw.temperature", "Cel", G, description="Temperature of the sensor")
+_TEMPERATURE = REGISTRY["temperature_c"]
+TEMPERATURE = OtelName(
+    _TEMPERATURE.otel.name, _TEMPERATURE.unit, G, description=_TEMPERATURE.otel.description
+)
 # Rates in the GPU row, exported as the counter the convention asks for (integrated over time).
-GPU_IO_COLUMNS: dict[str, str] = {"pcie_tx_bytes_per_s": "transmit", "pcie_rx_bytes_per_s": "receive"}
-GPU_IO = _gpu("hw.gpu.io", "By", C, "Bytes transferred over PCIe (integrated from the sampled rate)")
+GPU_IO_COLUMNS: dict[str, str] = {
+    c.name: dict(c.otel.attributes)["network.io.direction"]
+    for c in REGISTRY.values()
+    if c.otel is not None and c.otel.name == "hw.gpu.io"
+}
+_IO = REGISTRY["pcie_tx_bytes_per_s"].otel
+GPU_IO = _gpu(_IO.name, "By", C, _IO.description)
+# GpuRow column -> per-device series (temperatures and PCIe rates have their own shapes above).
+GPU_COLUMNS: dict[str, OtelName] = {
+    c.name: _gpu_column_meta(c)
+    for c in REGISTRY.values()
+    if c.otel is not None and c.name not in GPU_TEMPERATURES and c.name not in GPU_IO_COLUMNS
+}
 # hw.gpu.memory.utilization as the convention defines it: fraction of memory used.
 GPU_MEMORY_UTILIZATION = _gpu("hw.gpu.memory.utilization", "1", G, "Fraction of GPU memory used")
 GPU_STATUS = _gpu("hw.status", "1", U, "1 for the state the GPU is in, 0 for the others")
 GPU_STATES = ("ok", "degraded")
-GPU_REASONS_COLUMN = "clock_event_reasons"
+GPU_REASONS_COLUMN = MASK_COLUMN
 GPU_REASON = _gpu("enginescope.gpu.clock_event.active", "1", G, "1 while the clock-event reason is active")
 GPU_REASON_ATTR = "enginescope.gpu.clock_event.reason"
 CLOCK_EVENT_REASONS: dict[int, str] = {r.bit: r.name for r in THROTTLE_REASONS}
-# Columns that identify a GPU (resource-like attributes) or duplicate another column.
+# Identity columns that go out as GPU attributes (the others, and fb_free_bytes and the
+# throttle_* flags that duplicate other series, have no OTel instrument in the registry).
 GPU_IDENTITY = {"gpu_name": "hw.model", "driver_version": "hw.driver_version"}
-# Identity columns (the GPU source's one list) go out as attributes or not at all.
-GPU_SKIPPED = frozenset(
-    (set(IDENTITY_COLUMNS) - GPU_IDENTITY.keys())
-    | {"fb_free_bytes", "throttle_thermal"}
-    | {r.column for r in THROTTLE_REASONS}
-)
 
 _INVALID = re.compile(r"[^A-Za-z0-9_./-]")
 _UNIT_SUFFIXES = (("_seconds", "s"), ("_bytes", "By"), ("_tokens", "{token}"), ("_ratio", "1"))

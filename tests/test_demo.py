@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,34 +11,15 @@ import pytest
 
 from enginescope.collectors.quantile import bucket_width_bound, histogram_quantile
 
-DURATION_S = 75
-
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    store_dir = tmp_path_factory.mktemp("demo") / "store"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "enginescope",
-            "demo",
-            "--headless",
-            "--duration-s",
-            str(DURATION_S),
-            "--store",
-            str(store_dir),
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        timeout=DURATION_S + 90,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "spike starts" in completed.stdout
-    return store_dir
+def store(spike_demo_store: Path) -> Path:
+    """The session's ``enginescope demo --headless --scenario spike`` run (tests/conftest.py):
+    a second CLI demo of the same scenario here cost 75 s of the suite and checked nothing more."""
+    assert "spike starts" in (spike_demo_store.parent / "demo.log").read_text(errors="replace")
+    return spike_demo_store
 
 
 @pytest.fixture(scope="module")

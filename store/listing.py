@@ -8,6 +8,8 @@ the Delta log only, never a data file.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from enginescope.store.delta import DataFile, StoreTable
 from enginescope.store.location import StoreLocation
 from enginescope.store.pending import pending_files
@@ -24,6 +26,10 @@ class StoreListing:
     def __init__(self, location: StoreLocation, tables: tuple[str, ...]) -> None:
         self.location = location
         self.tables = {t: StoreTable(location, t) for t in tables}
+        # (rollup, t0, t1) -> (rollup files, source files, answer): a page asks the same
+        # question several times per render; valid while both file lists are the same objects
+        # (StoreTable keeps one list per snapshot version; pending files make a new list).
+        self._covers: dict[tuple, tuple[list[DataFile], list[DataFile], bool]] = {}
 
     def files(self, table: str, t0_s: float | None = None, t1_s: float | None = None) -> list[str]:
         store_table = self.tables[table]
@@ -56,12 +62,21 @@ class StoreListing:
         """True when every (replica, UTC hour) with rows of the rollup's source table in the
         window also has rollup rows (a store written before the rollup existed has none)."""
 
-        def hours(table: str) -> set[tuple[str | None, int]]:
-            return {key for f in self.data_files(table, t0_s, t1_s) for key in _replica_hours(f, t0_s, t1_s)}
+        rollup_files, source_files = self.all_files(rollup), self.all_files(SOURCE_OF[rollup])
+        cached = self._covers.get((rollup, t0_s, t1_s))
+        if cached is not None and cached[0] is rollup_files and cached[1] is source_files:
+            return cached[2]
 
-        have = hours(rollup)
+        def hours(files: list[DataFile]) -> set[tuple[str | None, int]]:
+            return {key for f in files if overlaps(f, t0_s, t1_s) for key in _replica_hours(f, t0_s, t1_s)}
+
+        have = hours(rollup_files)
         any_replica = {hour for replica, hour in have if replica is None}
-        return all(key in have or key[1] in any_replica for key in hours(SOURCE_OF[rollup]))
+        covered = all(key in have or key[1] in any_replica for key in hours(source_files))
+        if len(self._covers) >= 64:  # live mode moves the window every refresh
+            self._covers.clear()
+        self._covers[(rollup, t0_s, t1_s)] = (rollup_files, source_files, covered)
+        return covered
 
 
 def overlaps(f: DataFile, t0_s: float | None, t1_s: float | None) -> bool:
@@ -92,6 +107,7 @@ def _replica_hours(f: DataFile, t0_s: float | None, t1_s: float | None) -> list[
     return [(f.replica, hour) for hour in range(first, max(first, last) + 1)]
 
 
+@lru_cache(maxsize=4096)
 def _date_start_s(date: str) -> float | None:
     from datetime import UTC, datetime
 

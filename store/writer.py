@@ -20,7 +20,6 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,6 +28,15 @@ from deltalake.transaction import AddAction
 
 from enginescope.collectors.model import Batch, Identity
 from enginescope.store import compaction, legacy, rollups, schema
+from enginescope.store.arrow_rows import (
+    Rows,
+    arrow_partials,
+    conform,
+    minute_partials,
+    partition_rows,
+    rows_to_arrow,
+    split_replica_hours,
+)
 from enginescope.store.compaction import CompactionPolicy, CompactionStats
 from enginescope.store.delta import DataFile, StoreTable, add_action_of, data_file_of
 from enginescope.store.inventory import SeriesInventory
@@ -45,7 +53,6 @@ from enginescope.store.pending import (
 
 log = logging.getLogger(__name__)
 
-Rows = list[tuple[Identity, Any]]
 ROW_TABLES = ("samples", "histograms", "signals", "events", "gpu", "requests", "series_log")
 BATCH_TABLES = ROW_TABLES[:-1]  # filled from Batch fields of the same name; series_log by the inventory
 MAX_RETRY_ROWS = 1_000_000  # per table, kept across failed flushes (bounded memory if the store is down)
@@ -155,13 +162,13 @@ class StoreWriter:
         next ``flush``. For loaders (``store migrate``, history generators), not for sidecars."""
         if table not in ROW_TABLES:
             raise ValueError(f"write_table: {table!r} is not one of {', '.join(ROW_TABLES)}")
-        arrow = _conform(table, arrow)
+        arrow = conform(table, arrow)
         with self._io_lock:
             rollup = rollups.ROLLUP_OF.get(table)
             # One re-sum of all rows (grouped by minute and replica), then split like the raw
             # rows: the same rollup rows as one re-sum per replica-hour, one DuckDB query.
-            partials = dict(_split_replica_hours(_arrow_partials(table, arrow))) if rollup else {}
-            for key, part in _split_replica_hours(arrow):
+            partials = dict(split_replica_hours(arrow_partials(table, arrow))) if rollup else {}
+            for key, part in split_replica_hours(arrow):
                 self._pending[table].parts.append((key[0], part, part.num_rows))
                 if rollup and key in partials:
                     self._pending[rollup].parts.append((key[0], partials[key], 0))
@@ -241,13 +248,13 @@ class StoreWriter:
 
     def _stage_rows(self, table: str, rows: Rows) -> None:
         """Buffered rows -> Arrow parts (one per replica and hour), rollup partials alongside."""
-        for (_, date_key, _), group in _partition(rows).items():
-            arrow, kept = _to_arrow(table, group)
+        for (_, date_key, _), group in partition_rows(rows).items():
+            arrow, kept = rows_to_arrow(table, group)
             if arrow is None:
                 continue
             self._pending[table].parts.append((date_key, arrow, len(kept)))
             if table in rollups.ROLLUP_OF:
-                partials = _minute_partials(table, kept)
+                partials = minute_partials(table, kept)
                 self._pending[rollups.ROLLUP_OF[table]].parts.append((date_key, partials, 0))
 
     def _upload(self, table: str, pending: _Pending) -> None:
@@ -431,94 +438,6 @@ class StoreWriter:
             return {replica: float(json.loads(self._replica_file(replica).read_text())["first_seen_s"])}
         except (OSError, ValueError, KeyError, TypeError):
             return {}
-
-
-def _partition(rows: Rows) -> dict[tuple[str, str, int], Rows]:
-    """Group rows by (replica, UTC date, UTC hour): each file holds one hour of one replica."""
-    groups: dict[tuple[str, str, int], Rows] = {}
-    day_cache: dict[int, str] = {}
-    for ident, row in rows:
-        hour_index = int(row.ts_s // 3600)
-        date_key = day_cache.get(hour_index)
-        if date_key is None:
-            date_key = datetime.fromtimestamp(hour_index * 3600, UTC).strftime("%Y-%m-%d")
-            day_cache[hour_index] = date_key
-        groups.setdefault((ident.replica, date_key, hour_index % 24), []).append((ident, row))
-    return groups
-
-
-def _to_arrow(table: str, group: Rows) -> tuple[Any, Rows]:
-    """Arrow table of ``group``; rows whose values do not fit the schema are dropped, not the group."""
-    try:
-        return schema.to_arrow(table, group), group
-    except (pa.ArrowException, TypeError, ValueError):
-        pass
-    kept = []
-    for item in group:
-        try:
-            schema.to_arrow(table, [item])
-        except (pa.ArrowException, TypeError, ValueError) as exc:
-            log.error("store writer: dropping a %s row that does not fit the schema: %s", table, exc)
-        else:
-            kept.append(item)
-    return (schema.to_arrow(table, kept) if kept else None), kept
-
-
-def _conform(table: str, arrow: pa.Table) -> pa.Table:
-    """``arrow`` with the table's columns, in order and types (dictionary strings decoded)."""
-    if table == "gpu":
-        fields = [
-            pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
-            for f in arrow.schema
-        ]
-        return arrow.cast(pa.schema(fields))
-    want = schema.SCHEMAS[table]
-    cols = [
-        arrow.column(f.name).cast(f.type)
-        if f.name in arrow.column_names
-        else pa.nulls(arrow.num_rows, f.type)
-        for f in want
-    ]
-    return pa.Table.from_arrays(cols, schema=want)
-
-
-def _split_replica_hours(arrow: pa.Table) -> list[tuple[tuple[str, int, str], pa.Table]]:
-    """((date, hour, replica), rows) per replica and UTC hour, oldest hour first; rows keep
-    their order within a group (one sort, then slices)."""
-    if arrow.num_rows == 0:
-        return []
-    hours = pc.divide(pc.cast(arrow.column("ts"), pa.int64()), 3_600_000_000)
-    codes = pc.dictionary_encode(pc.fill_null(arrow.column("replica"), "")).combine_chunks().indices
-    keys = pa.table({"hour": hours, "code": codes})
-    order = pc.sort_indices(keys, [("hour", "ascending"), ("code", "ascending")])  # a stable sort
-    keys, sorted_rows = keys.take(order), arrow.take(order)
-    hours, codes, n = keys.column("hour"), keys.column("code"), keys.num_rows
-    changed = pc.or_(
-        pc.not_equal(hours.slice(1), hours.slice(0, n - 1)),
-        pc.not_equal(codes.slice(1), codes.slice(0, n - 1)),
-    )
-    cuts = [0, *(i + 1 for i in pc.indices_nonzero(changed).to_pylist()), n]
-    out = []
-    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
-        part = sorted_rows.slice(lo, hi - lo)
-        hour = hours[lo].as_py()
-        date_key = datetime.fromtimestamp(hour * 3600, UTC).strftime("%Y-%m-%d")
-        out.append(((date_key, hour, part.column("replica")[0].as_py() or ""), part))
-    return out
-
-
-def _arrow_partials(table: str, part: pa.Table) -> pa.Table:
-    """Minute-rollup rows of one replica-hour of raw Arrow rows (re-summed per minute)."""
-    if table == "histograms":
-        return rollups.resum(rollups.HISTOGRAMS_1M, part)
-    return rollups.resum(rollups.SIGNALS_1M, rollups.signals_as_partials(part))
-
-
-def _minute_partials(table: str, rows: Rows) -> Any:
-    """Flush-time partials of the minute rollup of ``table`` (same hour as ``rows``)."""
-    if table == "histograms":
-        return schema.to_arrow(rollups.HISTOGRAMS_1M, rollups.histogram_partials(rows))
-    return rollups.signal_partials(rows)
 
 
 def _iso(ts_s: float) -> str:

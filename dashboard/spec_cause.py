@@ -1,4 +1,4 @@
-"""The What-happened cause for a speculative-acceptance drift (``diagnosis._CHECKS`` calls it).
+"""The What-happened cause for a speculative-acceptance drift (``diagnosis.CHECKS`` calls it).
 
 It names the drift when a ``spec_acceptance_drift`` event's drop was under way during the
 incident (onset before the incident's end, detected no longer ago than the detector's span)
@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from enginescope.dashboard.causes import Cause
 from enginescope.views.spec_drift import DriftConfig
 from enginescope.views.spec_events import EVENT_KIND, parse_detail
 
@@ -20,9 +21,7 @@ SCORE = 2.3  # above the fleet-wide acceptance-gauge rule: this one names the cl
 
 
 def spec_drift_cause(ctx: Any) -> Any:
-    """A ``diagnosis.Cause`` or None; ``ctx`` is diagnosis's per-incident context."""
-    from enginescope.dashboard.diagnosis import Cause  # diagnosis imports this module
-
+    """A ``Cause`` or None; ``ctx`` is the incident's ``causes.Context``."""
     drops = _drops_during(ctx.events, ctx.inc.start, ctx.inc.end)
     if not drops:
         return None

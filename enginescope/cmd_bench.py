@@ -288,7 +288,7 @@ def write_bench(store: Path, rows: list[dict[str, Any]], meta: dict[str, str]) -
 async def simulated_engine(recipe: Any, port: int = 0, seed: int = 0) -> AsyncIterator[str]:
     """One warm simulated engine of the recipe's profile on loopback; yields its base URL."""
     from enginescope.simfleet.engine import SimEngine
-    from enginescope.simfleet.scenarios import compress_cold_start
+    from enginescope.simfleet.recipe_scenarios import compress_cold_start
     from enginescope.simfleet.server import serve
 
     profile = compress_cold_start(profile_for_recipe(recipe), 0.2)  # the sweep measures steady state

@@ -21,7 +21,8 @@ from typing import Any
 from enginescope.cli import CliError, store_arg
 from enginescope.demo import SPEC_REPORT_DIR, DemoOptions, run_demo
 from enginescope.simfleet.profile import profile_for_recipe
-from enginescope.simfleet.scenarios import SCENARIOS, check_fits
+from enginescope.simfleet.recipe_scenarios import check_fits
+from enginescope.simfleet.scenarios import SCENARIOS
 
 HELP = "play an incident on a simulated Modal fleet (sidecars + store + dashboard); Ctrl-C to stop"
 

@@ -43,14 +43,8 @@ from enginescope.simfleet import prelude as prelude_play
 from enginescope.simfleet.autoscaler import AutoscalerConfig
 from enginescope.simfleet.fleet import Fleet, FleetConfig, local_work_dir
 from enginescope.simfleet.profile import profile_for_recipe
-from enginescope.simfleet.scenarios import (
-    DEMO_MAX_COLD_START_S,
-    Scenario,
-    ScenarioContext,
-    class_accept_lengths,
-    for_recipe,
-    get_scenario,
-)
+from enginescope.simfleet.recipe_scenarios import DEMO_MAX_COLD_START_S, for_recipe
+from enginescope.simfleet.scenarios import Scenario, ScenarioContext, class_accept_lengths, get_scenario
 from enginescope.spec_monitor import SpecDriftMonitor
 from enginescope.store.location import store_location
 

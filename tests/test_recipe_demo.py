@@ -22,15 +22,15 @@ from enginescope.demo import DemoOptions, run_demo
 from enginescope.recipes.schema import Recipe, load_all, load_recipe
 from enginescope.simfleet.autoscaler import AutoscalerConfig
 from enginescope.simfleet.profile import profile_for_recipe
-from enginescope.simfleet.scenarios import (
+from enginescope.simfleet.recipe_scenarios import (
     DEMO_MAX_COLD_START_S,
     MIN_SPIKE_LOAD,
     compress_cold_start,
     for_recipe,
-    get_scenario,
     profile_mix,
     replica_capacity_rps,
 )
+from enginescope.simfleet.scenarios import get_scenario
 
 RECIPES = {recipe.name: recipe for recipe in load_all()}
 SPIKE_RECIPE = "qwen3-8b-classifier-h100"  # scale-up window 0: the spike scales it up at once

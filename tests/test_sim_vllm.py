@@ -117,7 +117,8 @@ def test_vllm_has_no_per_request_export_so_nothing_tails_one_and_spec_drift_says
     acceptance or custom labels, docs/simulator.md): the simulated engine writes none, the fleet
     gives its sidecars no request log to tail, and spec-drift refuses a vLLM recipe with the reason."""
     from enginescope.simfleet.fleet import Fleet, FleetConfig
-    from enginescope.simfleet.scenarios import check_fits, get_scenario
+    from enginescope.simfleet.recipe_scenarios import check_fits
+    from enginescope.simfleet.scenarios import get_scenario
 
     engine = SimEngine(VLLM, seed=0, export_dir=tmp_path / "export")
     engine.advance_to(VLLM.startup_total_s)

@@ -30,6 +30,7 @@ class StoreListing:
         # question several times per render; valid while both file lists are the same objects
         # (StoreTable keeps one list per snapshot version; pending files make a new list).
         self._covers: dict[tuple, tuple[list[DataFile], list[DataFile], bool]] = {}
+        self._splits: dict[tuple, tuple[list[DataFile], tuple[list[DataFile], list[DataFile]]]] = {}
 
     def files(self, table: str, t0_s: float | None = None, t1_s: float | None = None) -> list[str]:
         store_table = self.tables[table]
@@ -48,6 +49,29 @@ class StoreListing:
             return files
         seen = {f.path for f in files}
         return files + [f for f in extra if f.path not in seen and not seen.add(f.path)]
+
+    def final_and_open(
+        self, table: str, t0_s: float | None = None, t1_s: float | None = None
+    ) -> tuple[list[DataFile], list[DataFile]]:
+        """The window's files of a rollup table split in two: ``final`` files share no (replica,
+        instant) with any other file, so their rows (one per minute and series within a file,
+        as every rollup file is written) are already the finished minutes; ``open`` files need
+        the finishing GROUP BY. A file of several replicas meets every replica's files."""
+        everything = self.all_files(table)
+        key = (table, t0_s, t1_s)
+        cached = self._splits.get(key)
+        if cached is not None and cached[0] is everything:
+            return cached[1]
+        files = [f for f in everything if overlaps(f, t0_s, t1_s)]
+        shared = _sharing_files(files)
+        split = (
+            [f for i, f in enumerate(files) if i not in shared],
+            [f for i, f in enumerate(files) if i in shared],
+        )
+        if len(self._splits) >= 64:
+            self._splits.clear()
+        self._splits[key] = (everything, split)
+        return split
 
     def hour_span(self, table: str) -> tuple[float, float] | None:
         """Start of the oldest and of the newest UTC hour holding a row of ``table``."""
@@ -88,6 +112,40 @@ def overlaps(f: DataFile, t0_s: float | None, t1_s: float | None) -> bool:
     first_s = f.min_ts_us // _US // HOUR_S * HOUR_S
     end_s = ((f.max_ts_us - 1) // _US // HOUR_S + 1) * HOUR_S  # max is rounded up to the ms
     return _meets(first_s, max(end_s, first_s + HOUR_S), t0_s, t1_s)
+
+
+def _sharing_files(files: list[DataFile]) -> set[int]:
+    """Indexes of files whose [min_ts, max_ts] meets another file's of the same replica (a file
+    of several replicas counts for all); files without statistics always count."""
+    shared = {i for i, f in enumerate(files) if f.min_ts_us is None or f.max_ts_us is None}
+    fleet = [i for i, f in enumerate(files) if i not in shared and f.replica is None]
+    by_replica: dict[str, list[int]] = {}
+    for i, f in enumerate(files):
+        if i not in shared and f.replica is not None:
+            by_replica.setdefault(f.replica, []).append(i)
+    for group in [*by_replica.values(), []]:  # [] + fleet: fleet files meeting each other
+        shared |= _clustered(files, group + fleet)
+    return shared
+
+
+def _clustered(files: list[DataFile], indexes: list[int]) -> set[int]:
+    """Members of every run of two or more time ranges that meet (a sweep over start times)."""
+    out: set[int] = set()
+    run: list[int] = []
+    run_end = -1
+    for i in sorted(indexes, key=lambda i: files[i].min_ts_us or 0):
+        f = files[i]
+        if run and (f.min_ts_us or 0) <= run_end:
+            run.append(i)
+        else:
+            if len(run) > 1:
+                out.update(run)
+            run = [i]
+            run_end = -1
+        run_end = max(run_end, f.max_ts_us or 0)
+    if len(run) > 1:
+        out.update(run)
+    return out
 
 
 def _meets(start_s: float, end_s: float, t0_s: float | None, t1_s: float | None) -> bool:

@@ -57,8 +57,11 @@ _MACROS = (
 )
 
 # Minute rollups: the writer stores per-flush partials per minute (re-summed when an hour is
-# compacted); these views finish the sum, so each (minute, replica, series) is one row. The
-# ``_in(t0, t1)`` macros read only the files of the window (see ``reader``).
+# compacted); these views finish the sum, so each (minute, replica, series) is one row. Files that
+# share no (replica, instant) with another file already hold finished minutes (every rollup file
+# has one row per minute and series) and are read as they are; only the others are grouped,
+# which at 200 replicas x 30 days was 2.6x the cost of the whole query. The ``_in(t0, t1)``
+# macros read only the files of the window (see ``reader``).
 _HISTOGRAMS_1M = """
     SELECT ts, replica, engine, model, region, gpu_type, metric, signal, labels, bounds,
            sum_buckets(counts) AS counts, sum(sum) AS sum, sum(count) AS count,
@@ -70,12 +73,35 @@ _SIGNALS_1M = """
            max(value_max) AS value_max, arg_max_null(value_last, last_ts) AS value_last,
            min(first_ts) AS first_ts, max(last_ts) AS last_ts, sum(interval_s) AS interval_s, date
     FROM {source} GROUP BY ALL"""
+# A finished row as the GROUP BY would give it (sum() of a BIGINT is a HUGEINT).
+_HISTOGRAMS_1M_FINAL = """
+    SELECT ts, replica, engine, model, region, gpu_type, metric, signal, labels, bounds, counts,
+           sum, count, interval_s, date
+    FROM {source}"""
+_SIGNALS_1M_FINAL = """
+    SELECT ts, replica, engine, model, region, gpu_type, signal, labels, n::HUGEINT AS n,
+           value_sum, value_min, value_max, value_last, first_ts, last_ts, interval_s, date
+    FROM {source}"""
+
+
+def _finished(name: str, final: str, body: str, t0: str, t1: str) -> str:
+    return (
+        final.format(source=f"{name}_final_in({t0}, {t1})")
+        + " UNION ALL "
+        + body.format(source=f"{name}_open_in({t0}, {t1})")
+    )
+
+
+_ROLLUPS = (
+    ("histograms_1m", _HISTOGRAMS_1M_FINAL, _HISTOGRAMS_1M),
+    ("signals_1m", _SIGNALS_1M_FINAL, _SIGNALS_1M),
+)
 _DERIVED_VIEWS = tuple(
     statement
-    for name, body in (("histograms_1m", _HISTOGRAMS_1M), ("signals_1m", _SIGNALS_1M))
+    for name, final, body in _ROLLUPS
     for statement in (
-        f"CREATE OR REPLACE VIEW {name} AS {body.format(source=f'{name}_partials')}",
-        f"CREATE OR REPLACE MACRO {name}_in(t0, t1) AS TABLE {body.format(source=f'{name}_partials_in(t0, t1)')}",
+        f"CREATE OR REPLACE VIEW {name} AS {_finished(name, final, body, 'NULL', 'NULL')}",
+        f"CREATE OR REPLACE MACRO {name}_in(t0, t1) AS TABLE {_finished(name, final, body, 't0', 't1')}",
     )
 )
 

@@ -25,6 +25,7 @@ import functools
 import logging
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ BENCH_SCHEMA = pa.schema(
 )
 BENCH_TABLE = "bench"
 _ANCHOR_DATE = "1970-01-01"
+ROLLUP_TABLES = ("histograms_1m", "signals_1m")
 
 
 def open_store(store_dir: str | Path | StoreLocation, sandbox: bool = False) -> duckdb.DuckDBPyConnection:
@@ -101,6 +103,28 @@ def open_store(store_dir: str | Path | StoreLocation, sandbox: bool = False) -> 
         paths.extend(prefix + p[len(location.root) :] for p in found)
         return paths
 
+    pinned = threading.local()  # this thread's last final/open split, for its open half
+
+    def part_files(table: str, t0: dt.datetime | None, t1: dt.datetime | None, final: bool) -> list[str]:
+        """``files`` of a rollup table, only its final (True) or open (False) ones. A finished
+        view binds its final half, then its open half (in that order, in the querying thread):
+        the open half reuses the split of the final half, so both come from one snapshot even
+        when a commit lands in between (else a merge could drop or double rows)."""
+        paths = [f"{anchor_prefix}/{_anchor_relpath(table)}"]
+        if creating:
+            return paths
+        key = (table, _epoch_s(t0), _epoch_s(t1))
+        stash, pinned.split = getattr(pinned, "split", None), None
+        if final or stash is None or stash[0] != key:
+            split = listing.final_and_open(*key)
+            pinned.split = (key, split) if final else None
+        else:
+            split = stash[1]
+        chosen = split[0 if final else 1]
+        store_table = listing.tables[table]
+        paths.extend(prefix + store_table.file_uri(f)[len(location.root) :] for f in chosen)
+        return paths
+
     def rollup_complete(table: str, t0: dt.datetime | None, t1: dt.datetime | None) -> bool:
         return listing.rollup_covers(table, _epoch_s(t0), _epoch_s(t1))
 
@@ -111,6 +135,14 @@ def open_store(store_dir: str | Path | StoreLocation, sandbox: bool = False) -> 
     window_args = ["VARCHAR", "TIMESTAMPTZ", "TIMESTAMPTZ"]
     con.create_function(
         "enginescope_files", files, window_args, "VARCHAR[]", null_handling="special", side_effects=False
+    )
+    con.create_function(
+        "enginescope_rollup_files",
+        part_files,
+        [*window_args, "BOOLEAN"],
+        "VARCHAR[]",
+        null_handling="special",
+        side_effects=False,
     )
     con.create_function(
         "enginescope_rollup_complete", rollup_complete, window_args, "BOOLEAN", null_handling="special"
@@ -128,6 +160,12 @@ def open_store(store_dir: str | Path | StoreLocation, sandbox: bool = False) -> 
     for view, table in _FILE_VIEWS.items():
         con.execute(f"CREATE VIEW {view} AS {_view_sql(table, 'NULL', 'NULL')}")
         con.execute(f"CREATE MACRO {view}_in(t0, t1) AS TABLE {_view_sql(table, 't0', 't1')}")
+    for table in ROLLUP_TABLES:  # the finishing views of ``macros`` read these two halves
+        for part, final in (("final", "true"), ("open", "false")):
+            files = f"enginescope_rollup_files('{table}', {{t0}}::TIMESTAMPTZ, {{t1}}::TIMESTAMPTZ, {final})"
+            con.execute(
+                f"CREATE MACRO {table}_{part}_in(t0, t1) AS TABLE {_read_sql(table, files.format(t0='t0', t1='t1'))}"
+            )
     con.execute(f"CREATE VIEW series AS {SERIES_VIEW_SQL}")
     _create_bench_view(con)
     macros.register(con)
@@ -144,13 +182,16 @@ def _epoch_s(value: dt.datetime | None) -> float | None:
 
 
 def _view_sql(table: str, t0: str, t1: str) -> str:
+    return _read_sql(table, f"enginescope_files('{table}', {t0}::TIMESTAMPTZ, {t1}::TIMESTAMPTZ)")
+
+
+def _read_sql(table: str, files: str) -> str:
     replace = ", ".join(
         f"{col}::JSON AS {col}" for col in schema.JSON_COLUMNS if col in schema.SCHEMAS[table].names
     )
     star = f"* REPLACE ({replace})" if replace else "*"
     return (
-        f"SELECT {star} FROM read_parquet("
-        f"enginescope_files('{table}', {t0}::TIMESTAMPTZ, {t1}::TIMESTAMPTZ), "
+        f"SELECT {star} FROM read_parquet({files}, "
         "union_by_name = true, hive_partitioning = true, hive_types = {'date': DATE})"
     )
 

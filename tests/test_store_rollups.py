@@ -147,3 +147,76 @@ def test_closed_day_rollup_becomes_one_file_counted_once(tmp_path: Path) -> None
     assert _own(tmp_path, "signals_1m") == [(10, 11)]
     _close(con.execute(ROLLUP_SQL).fetchall(), raw)
     assert con.execute("SELECT count(*) FROM signals_1m_partials").fetchone()[0] == len(raw)
+
+
+def _file(path: str, replica: str | None, t0_min: int, t1_min: int):
+    from enginescope.store.delta import DataFile
+
+    base_us = int(T0 // 3600 * 3600) * 1_000_000
+    low, high = ("rep-a", "rep-z") if replica is None else (replica, replica)
+    return DataFile(path, 1, 1, "2026-11-28", base_us + t0_min * 60_000_000, base_us + t1_min * 60_000_000,
+                    low, high)  # fmt: skip
+
+
+def test_a_file_is_final_only_when_no_other_file_meets_it() -> None:
+    from enginescope.store.listing import _sharing_files
+
+    files = [
+        _file("a-closed", "rep-a", 0, 59),  # alone in its hour: final
+        _file("a-open-1", "rep-a", 60, 70),  # two flushes of one open hour meet at minute 70
+        _file("a-open-2", "rep-a", 70, 80),
+        _file("b-same-minutes", "rep-b", 60, 80),  # another replica: final
+        _file("fleet-day-before", None, -1440, -60),  # all replicas, an earlier day: final
+        _file("fleet-late", None, 100, 110),  # all replicas ...
+        _file("c-late", "rep-c", 105, 105),  # ... met by one replica's late file: both open
+    ]
+    shared = {files[i].path for i in _sharing_files(files)}
+    assert shared == {"a-open-1", "a-open-2", "fleet-late", "c-late"}
+
+
+def test_finished_rollup_views_read_final_files_as_they_are_and_group_the_rest(tmp_path: Path) -> None:
+    """The views read closed, compacted files without the finishing GROUP BY; a late flush into a
+    compacted hour makes that hour's files open again. Either way: the grouped answer, exactly."""
+    writer = _fill(tmp_path)
+    writer.compact(T0 + 7200)  # both hours closed: one final file per replica-hour
+    late = Batch(REPLICAS[0])  # a scrape that arrives after its hour was compacted
+    late.signals.append(SignalRow(T0 + 90, "queue_depth", 7.0, 1.0))
+    writer.write(late)
+    writer.flush()
+    con = open_store(tmp_path)
+    listing = StoreListing(store_location(tmp_path), ("signals_1m",))
+    final, open_ = listing.final_and_open("signals_1m")
+    assert final and open_  # both halves of the view are exercised
+    assert {f.replica for f in open_} == {"rep-a"}  # the late row's hour only
+    grouped = """
+        SELECT ts, replica, signal, labels::VARCHAR, sum(n), min(first_ts), max(last_ts), sum(value_sum),
+               min(value_min), max(value_max), arg_max_null(value_last, last_ts), sum(interval_s)
+        FROM signals_1m_partials GROUP BY ALL ORDER BY ALL"""
+    _close(con.execute(ROLLUP_SQL).fetchall(), con.execute(grouped).fetchall())
+    assert con.execute("DESCRIBE signals_1m").fetchall()[8][1] == "HUGEINT"  # n as the GROUP BY gives it
+    t0, t1 = datetime.fromtimestamp(T0, UTC), datetime.fromtimestamp(T0 + 3600, UTC)
+    windowed = con.execute("SELECT count(*), sum(n) FROM signals_1m_in($t0, $t1) WHERE ts >= $t0 AND ts < $t1",
+                           {"t0": t0, "t1": t1}).fetchone()  # fmt: skip
+    assert windowed == con.execute("SELECT count(*), sum(n) FROM signals_1m WHERE ts >= $t0 AND ts < $t1",
+                                   {"t0": t0, "t1": t1}).fetchone()  # fmt: skip
+
+
+def test_both_halves_of_a_finished_view_come_from_one_snapshot(tmp_path: Path, monkeypatch) -> None:
+    """A compaction that commits between the binding of the view's final half and its open
+    half must not drop the merged rows (the open half of the newer snapshot no longer lists
+    them) nor count them twice: the open half reuses the final half's split."""
+    writer = _fill(tmp_path)  # hour 10 and hour 11 files, several partials each, none merged
+    con = open_store(tmp_path)
+    expected = con.execute("SELECT sum(n), count(*) FROM signals_1m").fetchone()
+    original = StoreListing.final_and_open
+    merged = []
+
+    def compact_after_listing(self, table, t0_s=None, t1_s=None):  # type: ignore[no-untyped-def]
+        split = original(self, table, t0_s, t1_s)
+        if not merged:  # the first (final) half is listed: now a writer merges every hour
+            merged.append(writer.compact(T0 + 7200))
+        return split
+
+    monkeypatch.setattr(StoreListing, "final_and_open", compact_after_listing)
+    assert con.execute("SELECT sum(n), count(*) FROM signals_1m").fetchone() == expected
+    assert merged and merged[0].files_written > 0  # the merge really committed in between

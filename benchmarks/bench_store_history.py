@@ -286,6 +286,13 @@ SELECT epoch(h)::BIGINT AS t, histogram_quantile(0.99, bounds, c) AS p99 FROM (
 
 
 FLEET_VIEW_SQL = FLEET_SQL.replace("histograms_1m_partials_in(", "histograms_1m_in(")
+# The view as it was (every row through the finishing GROUP BY), for the before/after line.
+_OLD_VIEW = """(SELECT ts, replica, engine, model, region, gpu_type, metric, signal, labels, bounds,
+  sum_buckets(counts) AS counts, sum(sum) AS sum, sum(count) AS count, sum(interval_s) AS interval_s, date
+  FROM histograms_1m_partials_in(to_timestamp($t0), to_timestamp($t1)) GROUP BY ALL)"""
+FLEET_OLD_VIEW_SQL = FLEET_SQL.replace(
+    "histograms_1m_partials_in(to_timestamp($t0), to_timestamp($t1))", _OLD_VIEW
+)
 
 
 def _fetch(con, sql: str, params: dict) -> list[tuple]:
@@ -338,6 +345,8 @@ def compare(args: argparse.Namespace) -> None:
         (f"fleet {args.days} days", FLEET_SQL, start_s + 3600, end_s - 1, 3600,
          "histogram_quantile(0.99, sum by (le) (increase(ttft_seconds_bucket[1h])))", 3540),
         (f"fleet {args.days} days, view", FLEET_VIEW_SQL, start_s + 3600, end_s - 1, 3600,
+         "histogram_quantile(0.99, sum by (le) (increase(ttft_seconds_bucket[1h])))", 3540),
+        (f"fleet {args.days} days, view before final files", FLEET_OLD_VIEW_SQL, start_s + 3600, end_s - 1, 3600,
          "histogram_quantile(0.99, sum by (le) (increase(ttft_seconds_bucket[1h])))", 3540),
     ]  # fmt: skip
     try:

@@ -18,10 +18,7 @@ def test_shipped_recipes_pin_a_commit_and_main_warns(tmp_path):
             recipe = load_recipe(path)
         pinned[path.stem] = not any(issubclass(w.category, UnpinnedRevisionWarning) for w in caught)
         assert pinned[path.stem] == (len(recipe.model.revision) == 40), path
-    # GLM-5.2-FP8's and Mistral-7B-v0.3's commits could not be verified from here: they stay on a
-    # branch and warn
-    unverified = {"glm-5.2-fp8-8xh200", "mistral-7b-vllm-h100"}
-    assert pinned == {p: p not in unverified for p in pinned}
+    assert pinned and all(pinned.values()), pinned
     text = (RECIPES_DIR / "llama-3.1-8b-h100.toml").read_text()
     unpinned = tmp_path / "llama.toml"
     unpinned.write_text(

@@ -54,16 +54,19 @@ def _reader(store: str, flushed, stop, results) -> None:  # pragma: no cover - c
     from enginescope.store import open_store, query
 
     con = open_store(store)
-    seen: list[tuple[int, int, int]] = []
+    seen: list[tuple[int, int, int, int]] = []
     errors: list[str] = []
     while True:
         finished = stop.is_set()
         bound = flushed.value
         try:
+            # The minute rollup (its view reads final files as they are and groups the open
+            # ones) first: its commit follows the raw one, so it can only be behind.
+            rolled = query(con, "SELECT coalesce(sum(n), 0) FROM signals_1m").fetchone()[0]
             count, distinct = query(
                 con, "SELECT count(*), count(DISTINCT (replica, ts)) FROM signals"
             ).fetchone()
-            seen.append((count, distinct, bound))
+            seen.append((count, distinct, bound, int(rolled)))
         except Exception as exc:  # recorded and asserted on in the parent
             errors.append(repr(exc))
         if finished:
@@ -93,12 +96,16 @@ def test_concurrent_writer_processes_and_a_reader(tmp_path: Path) -> None:
         proc.join(60)
         assert proc.exitcode == 0
     assert errors == []
-    counts = [c for c, _, _ in seen]
+    counts = [c for c, _, _, _ in seen]
     assert counts == sorted(counts), "counts went backwards"
-    assert all(count == distinct for count, distinct, _ in seen), "a row was read twice"
-    assert all(count >= bound for count, _, bound in seen), "a committed row was missing"
+    assert all(count == distinct for count, distinct, _, _ in seen), "a row was read twice"
+    assert all(count >= bound for count, _, bound, _ in seen), "a committed row was missing"
     total = len(WRITERS) * batches * ROWS_PER_BATCH
     assert counts[-1] == total and all(c <= total for c in counts)
+    rolled = [r for _, _, _, r in seen]  # rows counted by the minute rollup, across its merges
+    assert rolled == sorted(rolled), "the rollup's count went backwards"
+    assert all(bound <= r <= count for count, _, bound, r in seen), "the rollup lost or doubled rows"
+    assert rolled[-1] == total
     assert len(set(counts)) > 5  # the reader really overlapped the writers
     # Each replica's ~1.25 h of rows: one file per closed hour + one for the rest, per replica.
     files = StoreTable(store_location(tmp_path), "signals").files()

@@ -8,7 +8,9 @@ the Delta log only, never a data file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 from enginescope.store.delta import DataFile, StoreTable
 from enginescope.store.location import StoreLocation
@@ -26,11 +28,10 @@ class StoreListing:
     def __init__(self, location: StoreLocation, tables: tuple[str, ...]) -> None:
         self.location = location
         self.tables = {t: StoreTable(location, t) for t in tables}
-        # (rollup, t0, t1) -> (rollup files, source files, answer): a page asks the same
-        # question several times per render; valid while both file lists are the same objects
-        # (StoreTable keeps one list per snapshot version; pending files make a new list).
-        self._covers: dict[tuple, tuple[list[DataFile], list[DataFile], bool]] = {}
-        self._splits: dict[tuple, tuple[list[DataFile], tuple[list[DataFile], list[DataFile]]]] = {}
+        # Answers derived from file lists (a page asks the same question several times per
+        # render), valid while those lists are the same objects: StoreTable keeps one list per
+        # snapshot version, and pending files make a new list.
+        self._memo: dict[tuple, tuple[tuple[list[DataFile], ...], Any]] = {}
 
     def files(self, table: str, t0_s: float | None = None, t1_s: float | None = None) -> list[str]:
         store_table = self.tables[table]
@@ -58,20 +59,27 @@ class StoreListing:
         as every rollup file is written) are already the finished minutes; ``open`` files need
         the finishing GROUP BY. A file of several replicas meets every replica's files."""
         everything = self.all_files(table)
-        key = (table, t0_s, t1_s)
-        cached = self._splits.get(key)
-        if cached is not None and cached[0] is everything:
-            return cached[1]
-        files = [f for f in everything if overlaps(f, t0_s, t1_s)]
-        shared = _sharing_files(files)
-        split = (
-            [f for i, f in enumerate(files) if i not in shared],
-            [f for i, f in enumerate(files) if i in shared],
-        )
-        if len(self._splits) >= 64:
-            self._splits.clear()
-        self._splits[key] = (everything, split)
-        return split
+
+        def split() -> tuple[list[DataFile], list[DataFile]]:
+            files = [f for f in everything if overlaps(f, t0_s, t1_s)]
+            shared = _sharing_files(files)
+            return (
+                [f for i, f in enumerate(files) if i not in shared],
+                [f for i, f in enumerate(files) if i in shared],
+            )
+
+        return self._remember(("split", table, t0_s, t1_s), (everything,), split)
+
+    def _remember(self, key: tuple, sources: tuple[list[DataFile], ...], compute: Callable[[], Any]) -> Any:
+        """``compute()``, or its remembered answer while ``sources`` are the same list objects."""
+        hit = self._memo.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], sources, strict=True)):
+            return hit[1]
+        if len(self._memo) >= 64:  # live mode moves the window every refresh
+            self._memo.clear()
+        answer = compute()
+        self._memo[key] = (sources, answer)
+        return answer
 
     def hour_span(self, table: str) -> tuple[float, float] | None:
         """Start of the oldest and of the newest UTC hour holding a row of ``table``."""
@@ -87,20 +95,16 @@ class StoreListing:
         window also has rollup rows (a store written before the rollup existed has none)."""
 
         rollup_files, source_files = self.all_files(rollup), self.all_files(SOURCE_OF[rollup])
-        cached = self._covers.get((rollup, t0_s, t1_s))
-        if cached is not None and cached[0] is rollup_files and cached[1] is source_files:
-            return cached[2]
 
         def hours(files: list[DataFile]) -> set[tuple[str | None, int]]:
             return {key for f in files if overlaps(f, t0_s, t1_s) for key in _replica_hours(f, t0_s, t1_s)}
 
-        have = hours(rollup_files)
-        any_replica = {hour for replica, hour in have if replica is None}
-        covered = all(key in have or key[1] in any_replica for key in hours(source_files))
-        if len(self._covers) >= 64:  # live mode moves the window every refresh
-            self._covers.clear()
-        self._covers[(rollup, t0_s, t1_s)] = (rollup_files, source_files, covered)
-        return covered
+        def covered() -> bool:
+            have = hours(rollup_files)
+            any_replica = {hour for replica, hour in have if replica is None}
+            return all(key in have or key[1] in any_replica for key in hours(source_files))
+
+        return self._remember(("covers", rollup, t0_s, t1_s), (rollup_files, source_files), covered)
 
 
 def overlaps(f: DataFile, t0_s: float | None, t1_s: float | None) -> bool:

@@ -158,9 +158,4 @@ def pending_files(store: Path, table: str) -> list[DataFile]:
     """Files of live manifests (and of every deferred manifest) for ``table``."""
     records = [record for _, record, live in read_manifests(store) if live]
     records += [record for _, record in read_deferred_manifests(store)]
-    return [
-        DataFile(**{k: v for k, v in f.items() if k != "table"})
-        for record in records
-        for f in record["files"]
-        if f["table"] == table
-    ]
+    return [f for record in records for f in files_by_table(record).get(table, [])]

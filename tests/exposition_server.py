@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -39,6 +40,13 @@ class ExpositionServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def wait_for_scrapes(self, n: int, timeout_s: float) -> None:
+        """Return once /metrics was fetched ``n`` times, or after ``timeout_s`` (callers assert
+        on what the scrapes produced)."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.accept_headers) < n and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def __enter__(self) -> ExpositionServer:
         self._thread.start()

@@ -32,9 +32,7 @@ def test_sigterm_flushes_and_exits_zero(tmp_path: Path) -> None:
         proc = _sidecar(
             "--engine-url", server.url, "--store", str(tmp_path), "--interval-s", "0.2", "--gpu", "none"
         )
-        deadline = time.monotonic() + 20
-        while len(server.accept_headers) < 3 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        server.wait_for_scrapes(3, timeout_s=20)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -30,9 +29,7 @@ def test_sidecar_and_dashboard_use_an_s3_store(tmp_path: Path, monkeypatch: pyte
             [sys.executable, "-m", "enginescope.cli", "sidecar", "--replica", "s3-rep", *args],
             cwd=tmp_path, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while len(engine.accept_headers) < 5 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        engine.wait_for_scrapes(5, timeout_s=30)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 0, stderr

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import random
 import re
 import subprocess
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -238,38 +240,45 @@ ENGINE_FIXTURES = {
 }
 
 
-@pytest.mark.parametrize("engine", sorted(ENGINE_FIXTURES))
-def test_promtool_check_metrics_is_clean_on_a_real_sidecar_exposition(tmp_path, engine):
-    """Our families: no finding at all. Engine families: exactly the findings their own names
-    cause (listed above); a parse error, a missing HELP or a type problem of ours fails."""
-    promtool = require("promtool")
-    from enginescope.collectors.gpu_fields import ALL_COLUMNS
+@contextlib.contextmanager
+def _sidecar_serving(fixture: str, tmp_path: Path) -> Iterator[tuple]:
+    """(sidecar, engine server, endpoint): a real sidecar scraping ``fixture`` over HTTP with
+    the endpoint as its extra sink; stopped (endpoint closed) on exit."""
     from enginescope.sidecar import Sidecar, SidecarConfig
     from tests.exposition_server import ExpositionServer
 
-    fixture = ENGINE_FIXTURES[engine].read_text()
     endpoint = PromEndpointSink(port=0)
     try:
         with ExpositionServer(fixture) as server:
             config = SidecarConfig(engine_url=server.url, store_dir=tmp_path / "s", extra_sinks=[endpoint])
             sidecar = Sidecar(config)
             try:
-                sidecar.tick()
-                if engine == "sglang":
-                    from tests.test_sidecar_e2e import _bump_ttft
-
-                    server.body = _bump_ttft(fixture, {0.2: 3}, added_sum_s=0.5)
-                sidecar.tick()
-                extra = (
-                    engine_batch() if engine == "sglang" else full_batch(IDENTITY, 100.0, random.Random(4))
-                )
-                extra.gpu[0].fields.update({c: 1 for c in ALL_COLUMNS if c not in ("gpu_name", "pci_bus_id")})
-                endpoint.write(extra)
-                _, text = fetch(endpoint)
+                yield sidecar, server, endpoint
             finally:
                 sidecar.stop()  # closes the endpoint too
     finally:
         endpoint.close()
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINE_FIXTURES))
+def test_promtool_check_metrics_is_clean_on_a_real_sidecar_exposition(tmp_path, engine):
+    """Our families: no finding at all. Engine families: exactly the findings their own names
+    cause (listed above); a parse error, a missing HELP or a type problem of ours fails."""
+    promtool = require("promtool")
+    from enginescope.collectors.gpu_fields import ALL_COLUMNS
+
+    fixture = ENGINE_FIXTURES[engine].read_text()
+    with _sidecar_serving(fixture, tmp_path) as (sidecar, server, endpoint):
+        sidecar.tick()
+        if engine == "sglang":
+            from tests.test_sidecar_e2e import _bump_ttft
+
+            server.body = _bump_ttft(fixture, {0.2: 3}, added_sum_s=0.5)
+        sidecar.tick()
+        extra = engine_batch() if engine == "sglang" else full_batch(IDENTITY, 100.0, random.Random(4))
+        extra.gpu[0].fields.update({c: 1 for c in ALL_COLUMNS if c not in ("gpu_name", "pci_bus_id")})
+        endpoint.write(extra)
+        _, text = fetch(endpoint)
     assert f"{engine}:" in text and "enginescope_gpu_device_" in text
     check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
     findings = (check.stdout + check.stderr).strip().splitlines()
@@ -452,25 +461,13 @@ def test_the_sidecars_own_samples_have_their_own_help_and_stay_while_the_engine_
 def test_re_served_engine_families_keep_the_engines_own_help(tmp_path):
     """HELP of a re-served engine family is the engine's (from the scraped exposition): gauges,
     counters (declared with or without ``_total``), histograms, idle ones included."""
-    from enginescope.sidecar import Sidecar, SidecarConfig
-    from tests.exposition_server import ExpositionServer
-
     fixture = ENGINE_FIXTURES["sglang"].read_text()
     declared = dict(re.findall(r"^# HELP (\S+) (.*)$", fixture, re.M))
-    endpoint = PromEndpointSink(port=0)
-    try:
-        with ExpositionServer(fixture) as server:
-            config = SidecarConfig(engine_url=server.url, store_dir=tmp_path / "s", extra_sinks=[endpoint])
-            sidecar = Sidecar(config)
-            try:
-                sidecar.tick()
-                sidecar.tick()
-                _, text = fetch(endpoint)
-                _, om = fetch(endpoint, OM_ACCEPT)
-            finally:
-                sidecar.stop()
-    finally:
-        endpoint.close()
+    with _sidecar_serving(fixture, tmp_path) as (sidecar, _, endpoint):
+        sidecar.tick()
+        sidecar.tick()
+        _, text = fetch(endpoint)
+        _, om = fetch(endpoint, OM_ACCEPT)
     served = dict(re.findall(r"^# HELP (\S+) (.*)$", text, re.M))
     for name in ("sglang:num_queue_reqs", "sglang:prompt_tokens_total", "sglang:time_to_first_token_seconds",
                  "sglang:dp_attention_sync_wait_seconds"):  # fmt: skip
